@@ -1,0 +1,23 @@
+"""HDF5-backed, file-based storage of named entries (metadata + arrays).
+
+Storage only: this package knows nothing about neural networks or DNAs and must
+never import torch. The DNA layer (`vdnacli`) decides what the arrays mean.
+"""
+from registry.errors import (
+    EntryExistsError,
+    EntryNotFoundError,
+    InvalidNameError,
+    RegistryError,
+    CorruptEntryError,
+)
+from registry.store import Registry, validate_name
+
+__all__ = [
+    "Registry",
+    "validate_name",
+    "RegistryError",
+    "EntryExistsError",
+    "EntryNotFoundError",
+    "InvalidNameError",
+    "CorruptEntryError",
+]

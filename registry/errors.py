@@ -1,0 +1,25 @@
+"""Typed storage errors; each message names the next step for the user."""
+
+
+class RegistryError(Exception):
+    """Base of every error raised by the registry."""
+
+
+class EntryNotFoundError(RegistryError):
+    def __init__(self, name: str, root: str):
+        super().__init__(f"no entry named '{name}' in registry {root} (see 'vdna list')")
+        self.name = name
+
+
+class EntryExistsError(RegistryError):
+    def __init__(self, name: str):
+        super().__init__(f"an entry named '{name}' already exists (use --replace to overwrite it)")
+        self.name = name
+
+
+class InvalidNameError(RegistryError):
+    pass
+
+
+class CorruptEntryError(RegistryError):
+    pass

@@ -1,0 +1,3 @@
+from vdnacli.cli.app import main
+
+main()

@@ -1,0 +1,101 @@
+"""Settings, resolved in one place: flag > environment > ./vdna.yaml > default."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from vdnacli.errors import ConfigError
+
+CONFIG_FILE = "vdna.yaml"
+
+
+def default_registry_path() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "vdna" / "registry"
+
+
+@dataclass(frozen=True)
+class Settings:
+    registry: Path
+    extractor: str = "efficientnet-lite0"
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 2
+    bins: int = 1000
+    hub_repo: str | None = None
+    offline: bool = False
+
+
+_ENV = {
+    "registry": "VDNA_REGISTRY",
+    "extractor": "VDNA_EXTRACTOR",
+    "device": "VDNA_DEVICE",
+    "batch_size": "VDNA_BATCH_SIZE",
+    "workers": "VDNA_WORKERS",
+    "bins": "VDNA_BINS",
+    "hub_repo": "VDNA_HUB_REPO",
+    "offline": "VDNA_OFFLINE",
+}
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings")
+    known = {f.name for f in fields(Settings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; see vdna.yaml.example")
+    return data
+
+
+def _coerce(name: str, value: Any) -> Any:
+    try:
+        if name in ("batch_size", "workers", "bins"):
+            value = int(value)
+            if value < (0 if name == "workers" else 1):
+                raise ValueError
+        elif name == "offline":
+            if isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+            value = bool(value)
+        elif name == "registry":
+            value = Path(str(value)).expanduser()
+        elif value is not None:
+            value = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value {value!r} for setting '{name}'") from None
+    return value
+
+
+def load_settings(cwd: Path | None = None, **flags: Any) -> Settings:
+    """Resolve every setting; `flags` holds command-line values (None = not given)."""
+    cwd = cwd or Path.cwd()
+    file_values = _read_yaml(cwd / CONFIG_FILE)
+    resolved: dict[str, Any] = {}
+    for f in fields(Settings):
+        if flags.get(f.name) is not None:
+            value = flags[f.name]
+        elif os.environ.get(_ENV[f.name]):
+            value = os.environ[_ENV[f.name]]
+        elif f.name in file_values:
+            value = file_values[f.name]
+            if f.name == "registry" and not Path(str(value)).expanduser().is_absolute():
+                value = cwd / str(value)
+        elif f.name == "registry":
+            value = default_registry_path()
+        else:
+            continue
+        resolved[f.name] = _coerce(f.name, value)
+    if f"HF_HUB_OFFLINE" in os.environ and flags.get("offline") is None and "offline" not in resolved:
+        resolved["offline"] = _coerce("offline", os.environ["HF_HUB_OFFLINE"])
+    return Settings(**resolved)

@@ -1,0 +1,217 @@
+"""The DNA: per-neuron histograms and/or Gaussian sufficient statistics, with provenance.
+
+A DNA holds, for every layer of its extractor,
+  hist[layer]:  int64 [neurons, bins] counts over [-1, 1] after range normalisation
+  gauss[layer]: float64 [neurons] sum and sum of squares of the per-image spatially
+                averaged activation, plus the image count (so Gaussians merge exactly)
+Both are sums over images, so the DNA of a union is the sum of the DNAs (Eq. 2).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from vdnacli import __version__
+from vdnacli.errors import FormatError, IncompatibleDNAError
+
+KINDS = ("hist", "gauss")
+
+# Keys that must agree for two DNAs to be comparable, by the kind compared.
+_MUST_MATCH = {
+    "hist": ("extractor", "weights_sha256", "ranges_sha256", "bins", "layers"),
+    "gauss": ("extractor", "weights_sha256", "layers"),
+}
+
+
+@dataclass
+class Gaussian:
+    """Mergeable per-neuron Gaussian: count, sum and sum of squares (float64)."""
+
+    count: int
+    sum: np.ndarray
+    sumsq: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def var(self) -> np.ndarray:
+        """Unbiased variance (ddof=1), 0 with a single image, never negative."""
+        if self.count < 2:
+            return np.zeros_like(self.sum)
+        v = (self.sumsq - self.sum * self.sum / self.count) / (self.count - 1)
+        return np.maximum(v, 0.0)
+
+    def __add__(self, other: "Gaussian") -> "Gaussian":
+        return Gaussian(self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq)
+
+
+@dataclass
+class DNA:
+    meta: dict
+    hist: dict[str, np.ndarray] | None = None
+    gauss: dict[str, Gaussian] | None = None
+    image_hashes: np.ndarray | None = field(default=None, repr=False)  # sorted [n, 16] uint8
+
+    # -- descriptive -------------------------------------------------------------
+    @property
+    def layers(self) -> dict[str, int]:
+        return dict(self.meta["layers"])
+
+    @property
+    def num_images(self) -> int:
+        return int(self.meta["num_images"])
+
+    @property
+    def kinds(self) -> list[str]:
+        return [k for k in KINDS if getattr(self, k) is not None]
+
+    def require(self, kind: str) -> None:
+        if getattr(self, kind) is None:
+            have = ", ".join(self.kinds) or "nothing"
+            raise IncompatibleDNAError(
+                f"DNA '{self.meta.get('name', '?')}' has no {kind} data (it holds {have}); "
+                f"recompute it with --kind {kind}"
+            )
+
+    # -- arithmetic ----------------------------------------------------------------
+    def __add__(self, other: "DNA") -> "DNA":
+        return merge([self, other])
+
+
+def images_digest(sorted_hashes: np.ndarray) -> str:
+    """sha256 over the sorted per-image content hashes: equal sets give equal digests."""
+    return hashlib.sha256(np.ascontiguousarray(sorted_hashes, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preprocessing, kinds, precision="fp32") -> dict:
+    return {
+        "format": "vdna-dna",
+        "format_version": 1,
+        "kinds": list(kinds),
+        "extractor": extractor,
+        "weights_sha256": weights_sha256,
+        "ranges_sha256": ranges_sha256,
+        "layers": [[name, int(n)] for name, n in layers.items()],
+        "bins": int(bins) if "hist" in kinds else None,
+        "preprocessing": dict(preprocessing),
+        "precision": precision,
+        "num_images": 0,
+        "images_sha256": None,
+        "tool": "vdna",
+        "tool_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
+    """Raise if a and b cannot be compared with `kind`; return warnings otherwise."""
+    a.require(kind)
+    b.require(kind)
+    warnings = []
+    for key in _MUST_MATCH[kind]:
+        va, vb = a.meta.get(key), b.meta.get(key)
+        if key.endswith("sha256") and (va is None or vb is None):
+            if va != vb:
+                warnings.append(f"{key} unknown for one DNA (imported?): assuming they match")
+            continue
+        if key == "layers":
+            va, vb = [tuple(x) for x in va], [tuple(x) for x in vb]
+        if va != vb:
+            what = {"weights_sha256": "weights", "ranges_sha256": "activation ranges"}.get(key, key)
+            raise IncompatibleDNAError(
+                f"cannot compare '{a.meta.get('name', 'A')}' and '{b.meta.get('name', 'B')}': "
+                f"different {what} ({_short(va)} vs {_short(vb)}); compute both with the same extractor settings"
+            )
+    if a.meta.get("preprocessing") != b.meta.get("preprocessing"):
+        warnings.append("the DNAs were computed with different preprocessing; distances may be biased")
+    return warnings
+
+
+def _short(v) -> str:
+    s = str(v)
+    return s[:16] + "…" if len(s) > 19 else s
+
+
+def merge(dnas: list[DNA], name: str | None = None) -> DNA:
+    """Sum DNAs (histograms and Gaussian sums); refuses incompatible ones."""
+    if not dnas:
+        raise IncompatibleDNAError("nothing to merge")
+    first = dnas[0]
+    kinds = [k for k in first.kinds if all(getattr(d, k) is not None for d in dnas)]
+    if not kinds:
+        raise IncompatibleDNAError("the DNAs share no distribution kind to merge")
+    for d in dnas[1:]:
+        for k in kinds:
+            check_compatible(first, d, k)
+    meta = dict(first.meta)
+    meta["kinds"] = kinds
+    meta["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    meta["tool_version"] = __version__
+    if name:
+        meta["name"] = name
+    hist = gauss = None
+    if "hist" in kinds:
+        hist = {l: sum(d.hist[l] for d in dnas).astype(np.int64) for l in first.hist}
+    if "gauss" in kinds:
+        gauss = {l: sum((d.gauss[l] for d in dnas[1:]), first.gauss[l]) for l in first.gauss}
+    hashes = None
+    if all(d.image_hashes is not None for d in dnas):
+        hashes = np.unique(np.concatenate([d.image_hashes for d in dnas]), axis=0)
+    meta["num_images"] = sum(d.num_images for d in dnas)
+    meta["images_sha256"] = images_digest(hashes) if hashes is not None else None
+    return DNA(meta=meta, hist=hist, gauss=gauss, image_hashes=hashes)
+
+
+# -- conversion to and from the registry's (meta, arrays) form -------------------------
+def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for layer in dna.layers:
+        if dna.hist is not None:
+            arrays[f"hist/{layer}"] = np.asarray(dna.hist[layer], dtype=np.int64)
+        if dna.gauss is not None:
+            g = dna.gauss[layer]
+            arrays[f"gauss/{layer}/count"] = np.asarray([g.count], dtype=np.int64)
+            arrays[f"gauss/{layer}/sum"] = np.asarray(g.sum, dtype=np.float64)
+            arrays[f"gauss/{layer}/sumsq"] = np.asarray(g.sumsq, dtype=np.float64)
+    if dna.image_hashes is not None:
+        arrays["images/hashes"] = np.asarray(dna.image_hashes, dtype=np.uint8).reshape(-1, 16)
+    return arrays
+
+
+def from_arrays(meta: dict, arrays: dict[str, np.ndarray]) -> DNA:
+    """Rebuild a DNA, validating shapes and values (entries may come from anywhere)."""
+    try:
+        layers = {str(n): int(c) for n, c in meta["layers"]}
+        kinds = list(meta["kinds"])
+        bins = meta.get("bins")
+        int(meta["num_images"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError("DNA metadata lacks layers, kinds or num_images") from None
+    hist = gauss = None
+    if "hist" in kinds:
+        hist = {}
+        for layer, n in layers.items():
+            h = arrays.get(f"hist/{layer}")
+            if h is None or h.shape != (n, bins) or h.dtype.kind not in "iu":
+                raise FormatError(f"histogram of layer {layer!r} is missing or not an integer [{n}, {bins}] array")
+            if h.size and h.min() < 0:
+                raise FormatError(f"histogram of layer {layer!r} has negative counts")
+            hist[layer] = h.astype(np.int64, copy=False)
+    if "gauss" in kinds:
+        gauss = {}
+        for layer, n in layers.items():
+            try:
+                c = int(arrays[f"gauss/{layer}/count"][0])
+                s = arrays[f"gauss/{layer}/sum"].astype(np.float64)
+                q = arrays[f"gauss/{layer}/sumsq"].astype(np.float64)
+            except (KeyError, IndexError):
+                raise FormatError(f"Gaussian of layer {layer!r} is incomplete") from None
+            if s.shape != (n,) or q.shape != (n,) or c < 0 or not (np.isfinite(s).all() and np.isfinite(q).all()):
+                raise FormatError(f"Gaussian of layer {layer!r} has wrong shape or non-finite values")
+            gauss[layer] = Gaussian(c, s, q)
+    return DNA(meta=dict(meta), hist=hist, gauss=gauss, image_hashes=arrays.get("images/hashes"))

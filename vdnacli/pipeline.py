@@ -1,0 +1,264 @@
+"""Images -> batches -> activations -> DNA counts, streaming (nothing per image is kept
+but a 16-byte content hash, needed to append without double counting)."""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from vdnacli.dna import DNA, KINDS, Gaussian, images_digest, new_meta
+from vdnacli.errors import ConfigError, ImageDecodeError, SourceError, VdnaError
+from vdnacli.extractors.loaded import Extractor, packaged_ranges
+from vdnacli.preprocess import decode, prepare
+from vdnacli.ranges import ActivationRanges
+from vdnacli.sources import ImageRef
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ComputeReport:
+    images: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (relative name, reason)
+    duplicates: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else 0.0
+
+
+class _ImageDataset:
+    """Decode + preprocess one image; failures are returned, not raised (workers)."""
+
+    def __init__(self, refs: Sequence[ImageRef], size: int, crop: str, interpolation: str):
+        self.refs, self.size, self.crop, self.interpolation = refs, size, crop, interpolation
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int):
+        ref = self.refs[i]
+        try:
+            data = ref.read_bytes()
+        except (OSError, KeyError) as e:
+            return i, None, None, f"unreadable: {getattr(e, 'strerror', None) or e}"
+        digest = hashlib.sha256(data).digest()[:16]
+        try:
+            arr = prepare(decode(data), self.size, self.crop, self.interpolation)
+        except ImageDecodeError as e:
+            return i, None, digest, str(e)
+        return i, arr, digest, None
+
+
+def _collate(items):
+    return items
+
+
+def iter_batches(
+    refs: Sequence[ImageRef],
+    extractor: Extractor,
+    batch_size: int = 32,
+    workers: int = 0,
+    strict: bool = False,
+    skip: set[bytes] | None = None,
+    report: ComputeReport | None = None,
+    progress: Progress | None = None,
+) -> Iterator[tuple[dict, list[bytes]]]:
+    """Yield ({layer: activations [B, C, S]}, content digests) batch by batch."""
+    import torch
+
+    from vdnacli.preprocess import normalise
+
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    if workers < 0:
+        raise ConfigError("--workers must be 0 or more")
+    spec = extractor.spec
+    ds = _ImageDataset(list(refs), spec.input_size, spec.crop, spec.interpolation)
+    cuda = extractor.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=_collate,
+        pin_memory=False,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+    report = report if report is not None else ComputeReport()
+    done = 0
+    with torch.inference_mode():
+        for items in loader:
+            arrays, digests = [], []
+            for i, arr, digest, error in items:
+                if error is not None:
+                    if strict:
+                        raise ImageDecodeError(f"{refs[i].name}: {error}")
+                    report.failed.append((refs[i].name, error))
+                elif skip is not None and digest in skip:
+                    report.duplicates += 1
+                else:
+                    arrays.append(arr)
+                    digests.append(digest)
+            done += len(items)
+            if arrays:
+                x = torch.from_numpy(np.stack(arrays))
+                if cuda:
+                    x = x.pin_memory().to(extractor.device, non_blocking=True)
+                x = normalise(x, spec.mean, spec.std)
+                feats = extractor(x)
+                report.images += len(arrays)
+                yield feats, digests
+            if progress:
+                progress(done, len(refs))
+
+
+class _HistAccumulator:
+    def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int):
+        import torch
+
+        from vdnacli.kernels import bin_params
+
+        self.bins = bins
+        self.params = {}
+        self.counts = {}
+        for layer, n in extractor.spec.layers:
+            lo, hi = ranges.interval(layer)
+            lo32, scale32 = bin_params(lo, hi, bins)
+            dev = extractor.device
+            self.params[layer] = (torch.from_numpy(lo32).to(dev), torch.from_numpy(scale32).to(dev))
+            self.counts[layer] = torch.zeros((n, bins), dtype=torch.int64, device=dev)
+
+    def update(self, feats: dict) -> None:
+        from vdnacli.kernels import histogram_counts
+
+        for layer, acts in feats.items():
+            lo, scale = self.params[layer]
+            self.counts[layer] += histogram_counts(acts, lo, scale, self.bins)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {l: c.cpu().numpy() for l, c in self.counts.items()}
+
+
+class _GaussAccumulator:
+    """Sums of the per-image spatial mean of each neuron (float64), as upstream dna-fd."""
+
+    def __init__(self, extractor: Extractor):
+        import torch
+
+        dev = extractor.device
+        self.count = 0
+        self.sum = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+        self.sumsq = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+
+    def update(self, feats: dict) -> None:
+        import torch
+
+        for layer, acts in feats.items():
+            m = acts.to(torch.float64).mean(dim=2)
+            self.sum[layer] += m.sum(0)
+            self.sumsq[layer] += (m * m).sum(0)
+        self.count += next(iter(feats.values())).shape[0]
+
+    def result(self) -> dict[str, Gaussian]:
+        return {l: Gaussian(self.count, self.sum[l].cpu().numpy(), self.sumsq[l].cpu().numpy()) for l in self.sum}
+
+
+def compute_dna(
+    refs: Sequence[ImageRef],
+    extractor: Extractor,
+    kinds: Iterable[str] = ("hist",),
+    bins: int = 1000,
+    ranges: ActivationRanges | None = None,
+    batch_size: int = 32,
+    workers: int = 0,
+    strict: bool = False,
+    skip: set[bytes] | None = None,
+    progress: Progress | None = None,
+    name: str | None = None,
+) -> tuple[DNA, ComputeReport]:
+    """One pass over the images produces every requested kind."""
+    kinds = list(dict.fromkeys(kinds))
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ConfigError(f"unknown kind {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
+    if not 2 <= bins <= 100_000:
+        raise ConfigError("--bins must be between 2 and 100000")
+    if not refs:
+        raise SourceError("no images to process")
+    spec = extractor.spec
+    if "hist" in kinds:
+        ranges = ranges or packaged_ranges(spec)
+        if ranges is None:
+            raise VdnaError(f"no activation ranges for '{spec.name}'; run 'vdna calibrate' first")
+        if ranges.layers() != dict(spec.layers):
+            raise VdnaError(f"activation ranges do not match the layers of '{spec.name}'")
+    report = ComputeReport()
+    hist = _HistAccumulator(extractor, ranges, bins) if "hist" in kinds else None
+    gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
+    hashes: list[bytes] = []
+    start = time.perf_counter()
+    for feats, digests in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress):
+        if hist:
+            hist.update(feats)
+        if gauss:
+            gauss.update(feats)
+        hashes.extend(digests)
+    report.seconds = time.perf_counter() - start
+    if report.images == 0:
+        if report.duplicates and not report.failed:
+            raise SourceError("every image is already counted in this DNA; nothing to add")
+        reasons = "; ".join(f"{n}: {r}" for n, r in report.failed[:3])
+        raise SourceError(f"no valid image among {len(refs)} file(s) ({reasons})")
+    meta = new_meta(
+        extractor=spec.name,
+        weights_sha256=extractor.weights_sha256,
+        ranges_sha256=ranges.sha256() if "hist" in kinds else None,
+        layers=dict(spec.layers),
+        bins=bins,
+        preprocessing=spec.preprocessing(),
+        kinds=kinds,
+    )
+    sorted_hashes = np.unique(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 16), axis=0)
+    meta["num_images"] = report.images
+    meta["images_sha256"] = images_digest(sorted_hashes)
+    if name:
+        meta["name"] = name
+    dna = DNA(
+        meta=meta,
+        hist=hist.result() if hist else None,
+        gauss=gauss.result() if gauss else None,
+        image_hashes=sorted_hashes,
+    )
+    return dna, report
+
+
+def calibrate(
+    sources: Sequence[tuple[str, Sequence[ImageRef]]],
+    extractor: Extractor,
+    margin: float = 0.2,
+    batch_size: int = 32,
+    workers: int = 0,
+    progress: Progress | None = None,
+) -> tuple[ActivationRanges, ComputeReport]:
+    """Track every neuron's min and max over several image sets (paper A.2)."""
+    import torch
+
+    ranges = ActivationRanges(extractor=extractor.spec.name, mins={}, maxs={}, margin=margin, rule="widen",
+                              sources=tuple(label for label, _ in sources))
+    report = ComputeReport()
+    start = time.perf_counter()
+    for _, refs in sources:
+        for feats, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress):
+            for layer, acts in feats.items():
+                a = acts.float().transpose(0, 1).reshape(acts.shape[1], -1)
+                ranges.update(layer, a.amin(1).cpu().numpy(), a.amax(1).cpu().numpy())
+    report.seconds = time.perf_counter() - start
+    if report.images == 0:
+        raise SourceError("no valid image to calibrate on")
+    ranges.images = report.images
+    return ranges, report
