@@ -1,0 +1,123 @@
+"""The catalog: DNAs stored by name in a registry, and the questions asked of them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from registry import Registry, RegistryError, validate_name
+from vdnacli import dna as dna_mod
+from vdnacli.distances import METRICS, Comparison, compare, make_selection
+from vdnacli.dna import DNA
+from vdnacli.errors import IncompatibleDNAError
+
+
+@dataclass
+class EntrySummary:
+    name: str
+    extractor: str | None
+    kinds: list[str]
+    num_images: int | None
+    bins: int | None
+    created: str | None
+    size_bytes: int
+    source: str | None
+    problem: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Catalog:
+    def __init__(self, root: str | os.PathLike):
+        self.registry = Registry(root)
+
+    @property
+    def root(self) -> Path:
+        return self.registry.root
+
+    # -- storage ---------------------------------------------------------------------
+    def put(self, name: str, dna: DNA, replace: bool = False) -> None:
+        validate_name(name)
+        dna.meta["name"] = name
+        self.registry.put(name, dna.meta, dna_mod.to_arrays(dna), replace=replace)
+
+    def get(self, name: str, kinds: list[str] | None = None) -> DNA:
+        """Load a DNA; `kinds` restricts which arrays are read (faster for big entries)."""
+        meta = self.registry.meta(name)
+        keys = None
+        if kinds is not None:
+            keys = []
+            for layer, _ in meta.get("layers", []):
+                if "hist" in kinds and "hist" in meta.get("kinds", []):
+                    keys.append(f"hist/{layer}")
+                if "gauss" in kinds and "gauss" in meta.get("kinds", []):
+                    keys += [f"gauss/{layer}/{p}" for p in ("count", "sum", "sumsq")]
+            meta = dict(meta, kinds=[k for k in meta.get("kinds", []) if k in kinds])
+        _, arrays = self.registry.read(name, keys=keys)
+        d = dna_mod.from_arrays(meta, arrays)
+        d.meta["name"] = name
+        return d
+
+    def names(self) -> list[str]:
+        return self.registry.names()
+
+    def remove(self, name: str) -> None:
+        self.registry.remove(name)
+
+    def summaries(self) -> list[EntrySummary]:
+        out = []
+        for name, meta, problem in self.registry.iter_meta():
+            meta = meta or {}
+            out.append(
+                EntrySummary(
+                    name=name,
+                    extractor=meta.get("extractor"),
+                    kinds=list(meta.get("kinds", [])),
+                    num_images=meta.get("num_images"),
+                    bins=meta.get("bins"),
+                    created=meta.get("created"),
+                    size_bytes=self.registry.file_size(name),
+                    source=(meta.get("origin") or {}).get("kind"),
+                    problem=problem,
+                )
+            )
+        return out
+
+    # -- questions ---------------------------------------------------------------------
+    def compare(self, a: str, b: str, metric: str = "emd", layers=None, neurons=None, weights=None) -> Comparison:
+        kind = METRICS.get(metric, "hist")
+        da, db = self.get(a, [kind]), self.get(b, [kind])
+        sel = make_selection(da.layers, layers, neurons)
+        return compare(da, db, metric, sel, weights)
+
+    def nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
+                candidates: list[str] | None = None) -> tuple[list[tuple[str, float]], list[str]]:
+        """The `top` closest entries (ascending) and the names skipped as incomparable."""
+        kind = METRICS.get(metric, "hist")
+        query = self.get(name, [kind])
+        sel = make_selection(query.layers, layers, neurons)
+        results, skipped = [], []
+        for other in candidates if candidates is not None else self.names():
+            if other == name:
+                continue
+            try:
+                d = compare(query, self.get(other, [kind]), metric, sel)
+            except (IncompatibleDNAError, RegistryError):
+                skipped.append(other)
+                continue
+            results.append((other, d.distance))
+        results.sort(key=lambda r: (r[1], r[0]))
+        return results[: max(top, 0)], skipped
+
+    def matrix(self, names: list[str], metric: str = "emd", layers=None) -> np.ndarray:
+        kind = METRICS.get(metric, "hist")
+        dnas = [self.get(n, [kind]) for n in names]
+        sel = make_selection(dnas[0].layers, layers) if dnas else None
+        m = np.zeros((len(names), len(names)))
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                m[i, j] = m[j, i] = compare(dnas[i], dnas[j], metric, sel).distance
+        return m

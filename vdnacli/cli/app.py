@@ -1,0 +1,65 @@
+"""The `vdna` command: wires the command groups and maps errors to one line + exit code.
+
+Exit codes: 0 ok, 1 user error (one line on stderr), 2 usage error, 130 interrupted.
+`-v` (or VDNA_DEBUG=1) shows tracebacks.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from vdnacli import __version__
+from vdnacli.cli import compute, entries, query
+
+app = typer.Typer(
+    name="vdna",
+    help="Compare image datasets by their Visual DNA: per-neuron activation distributions of a frozen network.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+_state = {"verbose": False}
+
+
+def _version(value: bool):
+    if value:
+        print(f"vdna {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug notes.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+):
+    _state["verbose"] = verbose
+
+
+entries.register(app)
+compute.register(app)
+query.register(app)
+
+
+def main() -> None:
+    from registry import RegistryError
+    from vdnacli.errors import VdnaError
+
+    debug = os.environ.get("VDNA_DEBUG") == "1" or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
+    try:
+        app()
+    except (VdnaError, RegistryError) as e:
+        if debug or _state["verbose"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # a bug: still one line unless asked for the traceback
+        if debug or _state["verbose"]:
+            raise
+        print(f"error: internal error {type(e).__name__}: {e} (run with -v for the traceback)", file=sys.stderr)
+        sys.exit(1)

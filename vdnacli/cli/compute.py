@@ -1,0 +1,179 @@
+"""Commands that compute DNAs: add, merge, calibrate, demo."""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vdnacli.cli.common import open_catalog, settings, split_csv
+from vdnacli.cli.options import JsonOpt, QuietOpt, RegistryOpt
+from vdnacli.cli.output import Output
+
+
+@contextmanager
+def progress_bar(enabled: bool, label: str):
+    """A rich progress bar with images/s on stderr; a no-op when not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
+    with Progress(*cols, transient=True, console=Output().err) as p:
+        task = p.add_task(label, total=None, rate="-")
+
+        def update(done: int, total: int):
+            elapsed = p.tasks[0].elapsed or 0
+            p.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed else "-")
+
+        yield update
+
+
+def add_cmd(
+    name: Annotated[str, typer.Argument(help="Entry name in the registry.")],
+    source: Annotated[Path, typer.Argument(help="Folder (recursive), image, .txt list of paths, or .zip.")],
+    extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Feature extractor (see 'vdna extractors').")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="hist and/or gauss (repeatable or comma-separated).")] = None,
+    bins: Annotated[Optional[int], typer.Option("--bins", help="Histogram bins per neuron.")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use a random subset of N images.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit subset.")] = 0,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weight file instead of the default.")] = None,
+    ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file (from 'vdna calibrate').")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
+    append: Annotated[bool, typer.Option("--append", help="Add new images to an existing DNA (skips ones already counted).")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Compute the DNA of an image source and store it under NAME.
+
+    Example: vdna add cityscapes ./cityscapes --limit 2000 --seed 1
+    """
+    from vdnacli.build import AddRequest, add
+
+    s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins)
+    out = Output(json=json, quiet=quiet)
+    cat = open_catalog(s.registry)
+    req = AddRequest(name=name, source=source, extractor=s.extractor, kinds=tuple(split_csv(kind) or ["hist"]),
+                     bins=s.bins, limit=limit, seed=seed, device=s.device, batch_size=s.batch_size, workers=s.workers,
+                     replace=replace, append=append, strict=strict, weights=weights, ranges=ranges)
+    with progress_bar(not quiet and not json, f"DNA {name}") as update:
+        dna, report = add(cat, req, progress=update)
+    failed = [{"image": n, "reason": r} for n, r in report.failed]
+    if json:
+        out.emit_json({"name": name, "num_images": dna.num_images, "added_images": report.images,
+                       "duplicates_skipped": report.duplicates, "failed": failed,
+                       "seconds": round(report.seconds, 3), "images_per_second": round(report.images_per_second, 2)})
+    else:
+        out.print(f"added {name}: {report.images} images ({dna.num_images} in DNA), {', '.join(dna.kinds)}, "
+                  f"{dna.meta['extractor']}, {report.images_per_second:.1f} img/s")
+    if report.failed:
+        out.warn(f"skipped {len(report.failed)} unreadable image(s): "
+                 + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]) + (" …" if len(report.failed) > 5 else ""))
+    if report.duplicates:
+        out.note(f"skipped {report.duplicates} image(s) already counted")
+
+
+def merge_cmd(
+    new: Annotated[str, typer.Argument(help="Name of the merged entry.")],
+    names: Annotated[list[str], typer.Argument(help="Entries to sum.")],
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
+    """Sum DNAs into a new entry (exact: histograms and Gaussian sums add up).
+
+    Example: vdna merge city-all city-train city-val
+    """
+    from vdnacli.build import merge_entries
+
+    dna = merge_entries(open_catalog(registry), new, names, replace)
+    out = Output(json=json)
+    if json:
+        out.emit_json({"name": new, "num_images": dna.num_images, "parts": names})
+    else:
+        out.print(f"merged {', '.join(names)} into {new}: {dna.num_images} images")
+
+
+def calibrate_cmd(
+    extractor: Annotated[str, typer.Argument(help="Extractor to calibrate.")],
+    sources: Annotated[list[Path], typer.Argument(help="Image sources to track min/max over.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Ranges file to write (JSON).")],
+    margin: Annotated[float, typer.Option("--margin", help="Widen each range by this fraction of its width.")] = 0.2,
+    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers")] = None,
+    quiet: QuietOpt = False,
+    json: JsonOpt = False,
+):
+    """Measure per-neuron activation ranges over image sets (paper A.2).
+
+    Example: vdna calibrate efficientnet-lite0 ./set1 ./set2 --out lite0-ranges.json
+    """
+    from vdnacli.extractors import load_extractor
+    from vdnacli.pipeline import calibrate
+    from vdnacli.sources import list_images
+
+    s = settings(device=device, workers=workers)
+    srcs = [(p.name, list_images(p)) for p in sources]
+    ext = load_extractor(extractor, s.device)
+    with progress_bar(not quiet and not json, "calibrating") as update:
+        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update)
+    ranges.save(out_path)
+    out = Output(json=json, quiet=quiet)
+    if json:
+        out.emit_json({"extractor": extractor, "out": str(out_path), "images": report.images, "sha256": ranges.sha256()})
+    else:
+        out.print(f"wrote {out_path}: {report.images} images, sha256 {ranges.sha256()[:12]}")
+
+
+def demo_cmd(
+    per_half: Annotated[int, typer.Option("--per-half", help="Images in each half of each sample source.")] = 50,
+    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Build a small catalog from offline sample images (digits, faces, photos), then query it.
+
+    Example: vdna demo --registry ./demo-registry
+    """
+    from vdnacli.demo import run_demo
+
+    s = settings(registry=registry, device=device)
+    cat = open_catalog(s.registry)
+    out = Output(json=json, quiet=quiet)
+    out.note(f"registry: {cat.root}")
+
+    def on_entry(name, report):
+        out.note(f"  added {name}: {report.images} images, {report.images_per_second:.1f} img/s")
+
+    with progress_bar(not quiet and not json, "demo") as update:
+        res = run_demo(cat, per_half=per_half, device=s.device, workers=s.workers, on_entry=on_entry, progress=update)
+    if json:
+        out.emit_json({"registry": str(cat.root), "entries": res.entries, "twins_ok": res.twins_ok,
+                       "nearest": {k: {"name": v[0], "distance": v[1]} for k, v in res.nearest.items()}})
+        return
+    from vdnacli.cli.query import render_comparison
+
+    out.table("nearest entry of each demo DNA (each half should find its twin)", ["DNA", "nearest", "EMD", "twin?"],
+              [[n, v[0], v[1], "yes" if v[0] == n[:-1] + ("b" if n.endswith("a") else "a") else "NO"]
+               for n, v in res.nearest.items()], numeric={2})
+    render_comparison(out, cat.compare("demo-faces-a", "demo-photos-a"), top=5)
+    out.print("\nnext: vdna list · vdna nearest demo-digits-a --top 3 · vdna compare demo-faces-a demo-faces-b")
+    if not res.twins_ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("add")(add_cmd)
+    app.command("merge")(merge_cmd)
+    app.command("calibrate")(calibrate_cmd)
+    app.command("demo")(demo_cmd)

@@ -1,0 +1,199 @@
+"""Commands that manage entries: list, show, remove, import, export, extractors, verify."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from vdnacli.cli.common import open_catalog
+from vdnacli.cli.options import JsonOpt, QuietOpt, RegistryOpt
+from vdnacli.cli.output import Output, human_bytes
+
+
+def list_cmd(registry: RegistryOpt = None, json: JsonOpt = False):
+    """List the DNAs in the registry.
+
+    Example: vdna list --json
+    """
+    out = Output(json=json)
+    cat = open_catalog(registry)
+    rows = cat.summaries()
+    if json:
+        out.emit_json([r.as_dict() for r in rows])
+        return
+    if not rows:
+        out.note(f"registry {cat.root} is empty; try 'vdna add NAME FOLDER' or 'vdna demo'")
+        return
+    out.table(
+        f"{len(rows)} DNA(s) in {cat.root}",
+        ["name", "extractor", "kinds", "images", "bins", "size", "created"],
+        [[r.name, r.extractor, ",".join(r.kinds), r.num_images, r.bins, human_bytes(r.size_bytes),
+          (r.created or "")[:19] if not r.problem else f"BROKEN: {r.problem}"] for r in rows],
+        numeric={3, 4, 5},
+    )
+
+
+def show_cmd(name: str, registry: RegistryOpt = None, json: JsonOpt = False):
+    """Show one DNA's metadata: extractor, hashes, layers, preprocessing, image count.
+
+    Example: vdna show demo-faces-a
+    """
+    out = Output(json=json)
+    cat = open_catalog(registry)
+    meta = cat.registry.meta(name)
+    info = {"name": name, **{k: v for k, v in meta.items() if k != "name"}}
+    info["size_bytes"] = cat.registry.file_size(name)
+    if json:
+        out.emit_json(info)
+        return
+    rows = [[k, v if not isinstance(v, (dict, list)) else _compact(v)] for k, v in info.items() if k != "layers"]
+    out.table(f"DNA {name}", ["field", "value"], rows)
+    out.table("layers", ["layer", "neurons"], [[l, n] for l, n in meta.get("layers", [])], numeric={1})
+
+
+def _compact(v) -> str:
+    import json as _json
+
+    return _json.dumps(v, separators=(", ", ": "))
+
+
+def remove_cmd(name: str, registry: RegistryOpt = None, quiet: QuietOpt = False):
+    """Remove a DNA from the registry.
+
+    Example: vdna remove old-scan
+    """
+    cat = open_catalog(registry)
+    cat.remove(name)
+    Output(quiet=quiet).note(f"removed {name}")
+
+
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="Upstream pair stem or its .json/.npz file.")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Entry name (default: the file stem).")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
+    """Import a DNA saved by upstream vdna 0.1.1 (<stem>.json + <stem>.npz).
+
+    Example: vdna import downloads/ffhq_mugs
+    """
+    from registry import EntryExistsError
+    from vdnacli.interop import import_upstream
+
+    cat = open_catalog(registry)
+    stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
+    name = name or stem.name
+    if not replace and name in cat.registry:
+        raise EntryExistsError(name)
+    dna = import_upstream(path)
+    cat.put(name, dna, replace=replace)
+    out = Output(json=json)
+    if json:
+        out.emit_json({"name": name, "extractor": dna.meta["extractor"], "kinds": dna.kinds, "num_images": dna.num_images})
+    else:
+        out.print(f"imported {name}: {dna.meta['extractor']}, {dna.num_images} images, {', '.join(dna.kinds)}")
+
+
+def export_cmd(
+    name: str,
+    path: Annotated[Path, typer.Argument(help="Output stem (writes STEM.json + STEM.npz) or a folder.")],
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
+    """Export a DNA as the upstream vdna 0.1.1 file pair.
+
+    Example: vdna export demo-faces-a out/faces
+    """
+    from vdnacli.interop import export_upstream
+
+    cat = open_catalog(registry)
+    dna = cat.get(name)
+    target = path / name if path.is_dir() else path
+    j, n = export_upstream(dna, target)
+    out = Output(json=json)
+    if json:
+        out.emit_json({"name": name, "json": str(j), "npz": str(n)})
+    else:
+        out.print(f"wrote {j} and {n}")
+
+
+def extractors_cmd(json: JsonOpt = False):
+    """List feature extractors, their layers, input size and whether weights are local.
+
+    Example: vdna extractors --json
+    """
+    from vdnacli.extractors import all_specs, packaged_ranges
+    from vdnacli.extractors.weights import locate
+
+    items = []
+    for s in all_specs():
+        items.append({
+            "name": s.name,
+            "architecture": s.architecture,
+            "layers": dict(s.layers),
+            "neurons": s.neurons,
+            "input_size": s.input_size,
+            "weights_present": locate(s) is not None,
+            "ranges": packaged_ranges(s) is not None,
+            "description": s.description,
+        })
+    out = Output(json=json)
+    if json:
+        out.emit_json(items)
+        return
+    out.table("extractors", ["name", "architecture", "layers", "neurons", "size", "weights", "ranges"],
+              [[i["name"], i["architecture"], len(i["layers"]), i["neurons"], i["input_size"],
+                "local" if i["weights_present"] else "missing", "yes" if i["ranges"] else "no"] for i in items],
+              numeric={2, 3, 4})
+
+
+def verify_cmd(
+    repair: Annotated[bool, typer.Option("--repair", help="Delete leftovers of interrupted writes.")] = False,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
+    """Check every entry's checksums, shapes and values; exit 1 if any is damaged.
+
+    Example: vdna verify --repair
+    """
+    from vdnacli import dna as dna_mod
+    from vdnacli.errors import VdnaError
+
+    cat = open_catalog(registry)
+    report = {}
+    for name in cat.names():
+        problems = cat.registry.verify(name)
+        if not problems:
+            try:
+                meta, arrays = cat.registry.read(name)
+                dna_mod.from_arrays(meta, arrays)
+            except VdnaError as e:
+                problems = [str(e)]
+        report[name] = problems
+    leftovers = cat.registry.leftovers()
+    if repair:
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+    out = Output(json=json)
+    bad = {n: p for n, p in report.items() if p}
+    if json:
+        out.emit_json({"entries": len(report), "damaged": bad, "leftovers": len(leftovers), "repaired": repair})
+    else:
+        out.print(f"{len(report)} entries checked, {len(bad)} damaged, {len(leftovers)} leftover temporary file(s)"
+                  + (" removed" if repair and leftovers else ""))
+        for n, p in bad.items():
+            out.print(f"  {n}: {'; '.join(p)}")
+    if bad:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_cmd)
+    app.command("show")(show_cmd)
+    app.command("remove")(remove_cmd)
+    app.command("import")(import_cmd)
+    app.command("export")(export_cmd)
+    app.command("extractors")(extractors_cmd)
+    app.command("verify")(verify_cmd)

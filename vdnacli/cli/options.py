@@ -1,0 +1,24 @@
+"""Shared Annotated options so every command spells them the same way."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RegistryOpt = Annotated[
+    Optional[Path],
+    typer.Option("--registry", help="Registry directory (else $VDNA_REGISTRY, ./vdna.yaml, per-user default).",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or notes on stderr.")]
+LayerOpt = Annotated[
+    Optional[list[str]], typer.Option("--layer", help="Only this layer (repeatable).", show_default=False)
+]
+NeuronOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--neuron", help="Only these neurons, as LAYER:INDICES, e.g. head:0,5,10-19 (repeatable).",
+                 show_default=False),
+]
+MetricOpt = Annotated[str, typer.Option("--metric", help="emd (histograms) or nfd (neuron-wise Fréchet, Gaussians).")]
