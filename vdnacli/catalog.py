@@ -12,6 +12,7 @@ from vdnacli import dna as dna_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
 from vdnacli.errors import IncompatibleDNAError
+from vdnacli.sketch import sketch_dna_hist
 
 
 @dataclass
@@ -42,22 +43,28 @@ class Catalog:
     def put(self, name: str, dna: DNA, replace: bool = False) -> None:
         validate_name(name)
         dna.meta["name"] = name
-        self.registry.put(name, dna.meta, dna_mod.to_arrays(dna), replace=replace)
+        arrays = dna_mod.to_arrays(dna)
+        if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
+            arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
+        self.registry.put(name, dna.meta, arrays, replace=replace)
 
-    def get(self, name: str, kinds: list[str] | None = None) -> DNA:
-        """Load a DNA; `kinds` restricts which arrays are read (faster for big entries)."""
+    def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None) -> DNA:
+        """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries)."""
         meta = self.registry.meta(name)
         keys = None
-        if kinds is not None:
+        if kinds is not None or layers is not None:
+            kinds = kinds if kinds is not None else list(meta.get("kinds", []))
             keys = []
             for layer, _ in meta.get("layers", []):
+                if layers is not None and layer not in layers:
+                    continue
                 if "hist" in kinds and "hist" in meta.get("kinds", []):
                     keys.append(f"hist/{layer}")
                 if "gauss" in kinds and "gauss" in meta.get("kinds", []):
                     keys += [f"gauss/{layer}/{p}" for p in ("count", "sum", "sumsq")]
             meta = dict(meta, kinds=[k for k in meta.get("kinds", []) if k in kinds])
         _, arrays = self.registry.read(name, keys=keys)
-        d = dna_mod.from_arrays(meta, arrays)
+        d = dna_mod.from_arrays(meta, arrays, only_layers=layers)
         d.meta["name"] = name
         return d
 
@@ -94,8 +101,21 @@ class Catalog:
         return compare(da, db, metric, sel, weights)
 
     def nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
-                candidates: list[str] | None = None) -> tuple[list[tuple[str, float]], list[str]]:
-        """The `top` closest entries (ascending) and the names skipped as incomparable."""
+                candidates: list[str] | None = None, exact: bool = False, stats: dict | None = None,
+                ) -> tuple[list[tuple[str, float]], list[str]]:
+        """The `top` closest entries (ascending) and the names skipped as incomparable.
+
+        EMD queries go through the sketch index (exact top K, see `vdnacli.search`);
+        `exact=True` or another metric compares against every entry.
+        """
+        if metric == "emd" and not exact:
+            from vdnacli.search import sketch_nearest
+
+            return sketch_nearest(self, name, top, layers, neurons, candidates, stats)
+        return self.brute_nearest(name, top, metric, layers, neurons, candidates)
+
+    def brute_nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
+                      candidates: list[str] | None = None) -> tuple[list[tuple[str, float]], list[str]]:
         kind = METRICS.get(metric, "hist")
         query = self.get(name, [kind])
         sel = make_selection(query.layers, layers, neurons)

@@ -183,8 +183,11 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
     return arrays
 
 
-def from_arrays(meta: dict, arrays: dict[str, np.ndarray]) -> DNA:
-    """Rebuild a DNA, validating shapes and values (entries may come from anywhere)."""
+def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> DNA:
+    """Rebuild a DNA, validating shapes and values (entries may come from anywhere).
+
+    `only_layers` loads a partial DNA (the metadata still describes every layer).
+    """
     try:
         layers = {str(n): int(c) for n, c in meta["layers"]}
         kinds = list(meta["kinds"])
@@ -192,6 +195,8 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray]) -> DNA:
         int(meta["num_images"])
     except (KeyError, TypeError, ValueError):
         raise FormatError("DNA metadata lacks layers, kinds or num_images") from None
+    if only_layers is not None:
+        layers = {l: n for l, n in layers.items() if l in only_layers}
     hist = gauss = None
     if "hist" in kinds:
         hist = {}

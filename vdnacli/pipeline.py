@@ -67,8 +67,8 @@ def iter_batches(
     skip: set[bytes] | None = None,
     report: ComputeReport | None = None,
     progress: Progress | None = None,
-) -> Iterator[tuple[dict, list[bytes]]]:
-    """Yield ({layer: activations [B, C, S]}, content digests) batch by batch."""
+) -> Iterator[tuple[dict, list[bytes], list[int]]]:
+    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by batch."""
     import torch
 
     from vdnacli.preprocess import normalise
@@ -93,7 +93,7 @@ def iter_batches(
     done = 0
     with torch.inference_mode():
         for items in loader:
-            arrays, digests = [], []
+            arrays, digests, indices = [], [], []
             for i, arr, digest, error in items:
                 if error is not None:
                     if strict:
@@ -104,6 +104,7 @@ def iter_batches(
                 else:
                     arrays.append(arr)
                     digests.append(digest)
+                    indices.append(i)
             done += len(items)
             if arrays:
                 x = torch.from_numpy(np.stack(arrays))
@@ -112,7 +113,7 @@ def iter_batches(
                 x = normalise(x, spec.mean, spec.std)
                 feats = extractor(x)
                 report.images += len(arrays)
-                yield feats, digests
+                yield feats, digests, indices
             if progress:
                 progress(done, len(refs))
 
@@ -202,7 +203,7 @@ def compute_dna(
     gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
     hashes: list[bytes] = []
     start = time.perf_counter()
-    for feats, digests in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress):
+    for feats, digests, _ in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress):
         if hist:
             hist.update(feats)
         if gauss:
@@ -253,7 +254,7 @@ def calibrate(
     report = ComputeReport()
     start = time.perf_counter()
     for _, refs in sources:
-        for feats, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress):
+        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress):
             for layer, acts in feats.items():
                 a = acts.float().transpose(0, 1).reshape(acts.shape[1], -1)
                 ranges.update(layer, a.amin(1).cpu().numpy(), a.amax(1).cpu().numpy())

@@ -57,17 +57,22 @@ def nearest_cmd(
     metric: MetricOpt = "emd",
     layer: LayerOpt = None,
     neuron: NeuronOpt = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Brute force: compare with every entry (same answer, slower).")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
     """The entries closest to NAME, ascending by distance.
+
+    EMD queries prune with per-entry sketches, then re-rank with the exact EMD: the
+    result is exactly the brute-force top K.
 
     Example: vdna nearest mydata --top 5
     """
     from vdnacli.distances import parse_neuron_specs
 
     out = Output(json=json)
-    ranked, skipped = open_catalog(registry).nearest(name, top, metric, split_csv(layer), parse_neuron_specs(neuron))
+    ranked, skipped = open_catalog(registry).nearest(name, top, metric, split_csv(layer), parse_neuron_specs(neuron),
+                                                     exact=exact)
     if skipped:
         out.note(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not comparable with {name} "
                  f"(other extractor or kind): {', '.join(skipped[:5])}")
@@ -150,7 +155,90 @@ def rank_transfer_cmd(
                   f", Spearman rho = {ev.spearman if ev.spearman is not None else '—'}")
 
 
+def _render_scores(out: Output, title: str, scores, top, bottom, json: bool):
+    n = len(scores)
+    if top is not None or bottom is not None:
+        picked = (scores[: top or 0]) + (scores[n - (bottom or 0):] if bottom else [])
+        seen, rows = set(), []
+        for r in picked:
+            if r[0] not in seen:
+                seen.add(r[0])
+                rows.append(r)
+    else:
+        rows = scores
+    if json:
+        out.emit_json([{"image": name, "distance": d} for name, d in rows])
+        return
+    vmax = max((d for _, d in rows), default=0.0)
+    rank = {name: i + 1 for i, (name, _) in enumerate(scores)}
+    out.table(title, ["rank", "image", "distance", ""], [[rank[nm], nm, d, bar(d, vmax)] for nm, d in rows],
+              numeric={0, 2})
+
+
+def score_cmd(
+    source: Annotated[Path, typer.Argument(help="Images to rank: folder, image, .txt list or .zip.")],
+    against: Annotated[str, typer.Option("--against", help="Dataset DNA (registry name) to score against.")],
+    top: Annotated[Optional[int], typer.Option("--top", help="Show only the N best images.", min=0)] = None,
+    bottom: Annotated[Optional[int], typer.Option("--bottom", help="Show only the N worst images.", min=0)] = None,
+    layer: LayerOpt = None,
+    neuron: NeuronOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Ranges file the DNA was computed with.")] = None,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
+    """Rank the images of SOURCE by the EMD of each image's DNA to a dataset DNA, best first.
+
+    Example: vdna score ./generated --against ffhq --top 10 --bottom 10
+    """
+    from vdnacli.cli.common import settings
+    from vdnacli.distances import parse_neuron_specs
+    from vdnacli.scoring import score_images
+    from vdnacli.sources import list_images
+
+    s = settings(registry=registry, device=device)
+    cat = open_catalog(s.registry)
+    reference = cat.get(against)
+    refs = list_images(source)
+    scores, report = score_images(refs, reference, s.device, split_csv(layer), parse_neuron_specs(neuron),
+                                  ranges_path=ranges, workers=s.workers)
+    out = Output(json=json)
+    if report.failed:
+        out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
+    _render_scores(out, f"images of {source.name} by EMD to {against} (closest first)", scores, top, bottom, json)
+
+
+def similar_cmd(
+    image: Annotated[Path, typer.Argument(help="The reference image.")],
+    source: Annotated[Path, typer.Option("--in", help="Images to rank: folder, .txt list or .zip.")],
+    top: Annotated[Optional[int], typer.Option("--top", min=0)] = None,
+    bottom: Annotated[Optional[int], typer.Option("--bottom", min=0)] = None,
+    extractor: Annotated[Optional[str], typer.Option("--extractor", "-e")] = None,
+    layer: LayerOpt = None,
+    neuron: NeuronOpt = None,
+    device: Annotated[Optional[str], typer.Option("--device")] = None,
+    json: JsonOpt = False,
+):
+    """Rank images by the EMD of their DNA to the DNA of one reference image (paper Fig. 6).
+
+    Example: vdna similar query.jpg --in ./photos --top 5
+    """
+    from vdnacli.cli.common import settings
+    from vdnacli.distances import parse_neuron_specs
+    from vdnacli.scoring import similar_images
+
+    s = settings(extractor=extractor, device=device)
+    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, split_csv(layer),
+                                    parse_neuron_specs(neuron), workers=s.workers)
+    out = Output(json=json)
+    if report.failed:
+        out.warn(f"skipped {len(report.failed)} unreadable image(s)")
+    _render_scores(out, f"images of {source.name} closest to {image.name}", scores, top, bottom, json)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("score")(score_cmd)
+    app.command("similar")(similar_cmd)
     app.command("compare")(compare_cmd)
     app.command("nearest")(nearest_cmd)
     app.command("matrix")(matrix_cmd)

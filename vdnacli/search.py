@@ -1,0 +1,116 @@
+"""Nearest-neighbour search over the catalog: sketch bounds first, exact EMD last.
+
+Stage 1 scans the per-neuron means of every comparable entry (4 bytes per neuron per
+entry) for a lower bound of EMD_avg; stage 2, in increasing order of that bound, reads
+quantile sketches (66 bytes per neuron) for a tighter bound; exact EMD is computed only
+while a candidate's bound does not exceed the current K-th best exact distance. The
+result is therefore exactly the brute-force top K (ties broken by name).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+
+from registry import RegistryError
+from registry.index import SideIndex
+from vdnacli.distances import compare, make_selection
+from vdnacli.errors import IncompatibleDNAError
+from vdnacli.sketch import QUANTILES, combined_bound, mean_bound, sketch_dna_hist
+
+_CHUNK = 32
+
+
+def compat_key(meta: dict) -> bytes:
+    fields = {k: meta.get(k) for k in ("extractor", "weights_sha256", "ranges_sha256", "bins", "layers")}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:16]
+
+
+def _compat_index(catalog) -> SideIndex:
+    return SideIndex(catalog.registry, "compat", {"key": ((16,), "uint8"), "has_hist": ((), "uint8")})
+
+
+def _compat_rows(catalog, meta_of):
+    def compute(name):
+        meta = meta_of(name)
+        return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", []))}
+
+    return compute
+
+
+def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=None, stats=None):
+    query = catalog.get(name, ["hist"])
+    query.require("hist")
+    sel = make_selection(query.layers, layers, neurons)
+    names = [n for n in (candidates if candidates is not None else catalog.names()) if n != name]
+    stats = stats if stats is not None else {}
+
+    def meta_of(n):
+        try:
+            return catalog.registry.meta(n)
+        except RegistryError:
+            return {}
+
+    cindex = _compat_index(catalog)
+    crow = cindex.sync(names, _compat_rows(catalog, meta_of))
+    key = np.frombuffer(compat_key(query.meta), dtype=np.uint8)
+    rows = [crow[n] for n in names if n in crow]
+    keys = cindex.read("key", rows)
+    has = cindex.read("has_hist", rows)
+    listed = [n for n in names if n in crow]
+    comparable = [n for n, k, h in zip(listed, keys, has) if h and (k == key).all()]
+    skipped = sorted(set(names) - set(comparable))
+
+    n_neurons = sum(query.layers.values())
+    sindex = SideIndex(catalog.registry, "sketch-" + compat_key(query.meta).hex(),
+                       {"mean": ((n_neurons,), "float32"), "quantiles": ((n_neurons, QUANTILES + 1), "uint16")})
+
+    def sketch_of(n):
+        try:
+            _, arrays = catalog.registry.read(n, keys=["sketch/mean", "sketch/quantiles"])
+            return {"mean": arrays["sketch/mean"], "quantiles": arrays["sketch/quantiles"]}
+        except RegistryError:
+            d = catalog.get(n, ["hist"])
+            m, q = sketch_dna_hist(d.hist)
+            return {"mean": m, "quantiles": q}
+
+    srow = sindex.sync(comparable, sketch_of)
+    comparable = [n for n in comparable if n in srow]
+    qmean, qquant = sketch_dna_hist(query.hist)
+    offsets = np.cumsum([0] + list(query.layers.values()))
+    starts = dict(zip(query.layers, offsets[:-1]))
+    cols = np.concatenate([starts[l] + (idx if idx is not None else np.arange(query.layers[l])) for l, idx in sel.items()])
+    if cols.size == n_neurons:
+        cols = None
+
+    means = sindex.read("mean", [srow[n] for n in comparable])
+    lb1 = mean_bound(qmean, means, cols) if comparable else np.empty(0)
+    order = np.argsort(lb1, kind="stable")
+    stats.update(candidates=len(comparable), exact=0, quantile_reads=0)
+    results: list[tuple[str, float]] = []
+    kth = np.inf
+    wanted_layers = list(sel)
+    for start in range(0, len(order), _CHUNK):
+        chunk = order[start : start + _CHUNK]
+        if len(results) >= top and lb1[chunk[0]] > kth:
+            break
+        quants = sindex.read("quantiles", [srow[comparable[i]] for i in chunk])
+        stats["quantile_reads"] += len(chunk)
+        lb2 = combined_bound(qmean, qquant, means[chunk], quants, cols)
+        for j in np.argsort(lb2, kind="stable"):
+            if len(results) >= top and lb2[j] > kth:
+                continue
+            other = comparable[chunk[j]]
+            try:
+                d = compare(query, catalog.get(other, ["hist"], wanted_layers), "emd", sel).distance
+            except (IncompatibleDNAError, RegistryError):
+                skipped.append(other)
+                continue
+            stats["exact"] += 1
+            results.append((other, d))
+            results.sort(key=lambda r: (r[1], r[0]))
+            del results[top:]
+            if len(results) >= top:
+                kth = results[-1][1]
+    return results, skipped
