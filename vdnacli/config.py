@@ -96,6 +96,6 @@ def load_settings(cwd: Path | None = None, **flags: Any) -> Settings:
         else:
             continue
         resolved[f.name] = _coerce(f.name, value)
-    if f"HF_HUB_OFFLINE" in os.environ and flags.get("offline") is None and "offline" not in resolved:
+    if "HF_HUB_OFFLINE" in os.environ and flags.get("offline") is None and "offline" not in resolved:
         resolved["offline"] = _coerce("offline", os.environ["HF_HUB_OFFLINE"])
     return Settings(**resolved)
