@@ -65,10 +65,15 @@ def _open(path: Path) -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as e:
         raise CorruptEntryError(f"{path.name} is not a readable HDF5 entry ({e})") from None
-    if f.attrs.get("format") != FORMAT:
+    try:
+        fmt = f.attrs.get("format")
+        version = int(f.attrs.get("format_version", -1))
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as e:
+        f.close()
+        raise CorruptEntryError(f"{path.name}: damaged attributes ({e})") from None
+    if fmt != FORMAT:
         f.close()
         raise CorruptEntryError(f"{path.name} is not a vdna entry (format attribute missing)")
-    version = int(f.attrs.get("format_version", -1))
     if version > FORMAT_VERSION:
         f.close()
         raise CorruptEntryError(f"{path.name} uses entry format {version}; upgrade vdna to read it")
@@ -78,7 +83,7 @@ def _open(path: Path) -> h5py.File:
 def _json_attr(f: h5py.File, key: str, path: Path) -> dict:
     try:
         value = json.loads(f.attrs[key])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OSError, RuntimeError):
         raise CorruptEntryError(f"{path.name}: attribute {key!r} is missing or not JSON") from None
     if not isinstance(value, dict):
         raise CorruptEntryError(f"{path.name}: attribute {key!r} is not a JSON object")
@@ -86,8 +91,11 @@ def _json_attr(f: h5py.File, key: str, path: Path) -> dict:
 
 
 def read_meta(path: Path) -> dict:
-    with _open(path) as f:
-        return _json_attr(f, "meta", path)
+    try:
+        with _open(path) as f:
+            return _json_attr(f, "meta", path)
+    except (OSError, RuntimeError) as e:
+        raise CorruptEntryError(f"{path.name}: damaged file ({e})") from None
 
 
 def _dataset_paths(f: h5py.File) -> list[str]:
@@ -98,6 +106,13 @@ def _dataset_paths(f: h5py.File) -> list[str]:
 
 def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
     """Return (meta, arrays); `keys` restricts which arrays are read."""
+    try:
+        return _read_entry(path, keys, verify)
+    except (OSError, RuntimeError) as e:  # h5py's errors for damaged heaps and chunks
+        raise CorruptEntryError(f"{path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
+
+
+def _read_entry(path: Path, keys, verify: bool) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
         checksums = _json_attr(f, "checksums", path) if verify else {}
@@ -117,5 +132,8 @@ def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = Fal
 
 
 def array_keys(path: Path) -> list[str]:
-    with _open(path) as f:
-        return _dataset_paths(f)
+    try:
+        with _open(path) as f:
+            return _dataset_paths(f)
+    except (OSError, RuntimeError) as e:
+        raise CorruptEntryError(f"{path.name}: damaged file ({e})") from None

@@ -91,7 +91,8 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------
     def names(self) -> list[str]:
-        return sorted(p.name[: -len(_SUFFIX)] for p in self.entries_dir.glob("*" + _SUFFIX) if _NAME_RE.match(p.name[: -len(_SUFFIX)]))
+        stems = (p.name[: -len(_SUFFIX)] for p in self.entries_dir.glob("*" + _SUFFIX))
+        return sorted(s for s in stems if _NAME_RE.match(s) and not s.endswith(_SUFFIX))
 
     def __contains__(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -157,7 +158,7 @@ class Registry:
             self.read(name, verify=True)
         except CorruptEntryError as e:
             return [str(e)]
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
             return [f"unreadable: {e}"]
         return []
 

@@ -334,12 +334,6 @@ def _flip_after_signature(path, signature: bytes, offset: int, mask: int = 0x40)
     path.write_bytes(bytes(data))
 
 
-@pytest.mark.xfail(
-    reason="BUG registry/layout.py:68 (_open, f.attrs.get) and :80 (_json_attr): an OSError from h5py while reading an "
-    "attribute of a damaged file is not turned into CorruptEntryError, so Registry.iter_meta (store.py:119 catches only RegistryError) "
-    "raises instead of yielding a problem, and `vdna list` fails for the whole registry",
-    strict=True,
-)
 def test_iter_meta_reports_damaged_attribute_heap(reg):
     reg.put("good", {"g": 1}, {"a": np.arange(5)})
     reg.put("hurt", {"h": 1}, {"a": np.arange(5)})
@@ -350,12 +344,6 @@ def test_iter_meta_reports_damaged_attribute_heap(reg):
     assert rows["hurt"][0] is None and rows["hurt"][1]
 
 
-@pytest.mark.xfail(
-    reason="BUG registry/store.py:154-162 (Registry.verify) catches only CorruptEntryError and OSError; h5py raises "
-    "RuntimeError ('Object visitation failed') from visititems (layout.py:95) on a damaged group heap, so "
-    "verify() raises instead of returning a problem and `vdna verify` aborts",
-    strict=True,
-)
 def test_verify_reports_damaged_group_heap(reg):
     reg.put("hurt", {}, {"a": np.arange(5)})
     # the data segment size of the root group's local heap
@@ -364,12 +352,6 @@ def test_verify_reports_damaged_group_heap(reg):
     assert len(problems) == 1
 
 
-@pytest.mark.xfail(
-    reason="BUG registry/store.py:93-94 (Registry.names) lists 'x.h5' for a file entries/x.h5.h5, a name that "
-    "validate_name rejects, so meta()/file_size() raise InvalidNameError for a listed name and "
-    "Catalog.summaries (`vdna list`) fails",
-    strict=True,
-)
 def test_every_listed_name_is_usable(reg):
     reg.put("ok", {}, {"a": np.zeros(1)})
     (reg.entries_dir / "stray.h5.h5").write_bytes((reg.entries_dir / "ok.h5").read_bytes())

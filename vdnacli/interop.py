@@ -115,6 +115,8 @@ def import_upstream(path: Path) -> DNA:
         num_images = int(meta["num_images"])
     except (KeyError, TypeError, ValueError, AttributeError):
         raise FormatError(f"{jpath.name} lacks type, neurons_list or num_images") from None
+    if num_images < 0 or any(n < 1 for n in layers.values()):
+        raise FormatError(f"{jpath.name}: num_images and neuron counts must be positive")
     ours = meta.get("vdnacli") if isinstance(meta.get("vdnacli"), dict) else None
     if ours is not None:
         m = dict(ours)
