@@ -34,6 +34,25 @@ class EntrySummary:
 class Catalog:
     def __init__(self, root: str | os.PathLike):
         self.registry = Registry(root)
+        self._masks: Registry | None = None
+
+    @property
+    def masks(self) -> Registry:
+        """Masks live in their own namespace, <registry>/masks, with the same storage guarantees."""
+        if self._masks is None:
+            self._masks = Registry(self.registry.root / "masks")
+        return self._masks
+
+    def put_mask(self, name: str, mask, replace: bool = False) -> None:
+        meta, arrays = mask.to_entry()
+        meta["name"] = name
+        self.masks.put(name, meta, arrays, replace=replace)
+
+    def get_mask(self, name: str):
+        from vdnacli.masks import Mask
+
+        meta, arrays = self.masks.read(name)
+        return Mask.from_entry(meta, arrays)
 
     @property
     def root(self) -> Path:
@@ -102,7 +121,7 @@ class Catalog:
 
     def nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
                 candidates: list[str] | None = None, exact: bool = False, stats: dict | None = None,
-                ) -> tuple[list[tuple[str, float]], list[str]]:
+                weights=None) -> tuple[list[tuple[str, float]], list[str]]:
         """The `top` closest entries (ascending) and the names skipped as incomparable.
 
         EMD queries go through the sketch index (exact top K, see `vdnacli.search`);
@@ -111,11 +130,11 @@ class Catalog:
         if metric == "emd" and not exact:
             from vdnacli.search import sketch_nearest
 
-            return sketch_nearest(self, name, top, layers, neurons, candidates, stats)
-        return self.brute_nearest(name, top, metric, layers, neurons, candidates)
+            return sketch_nearest(self, name, top, layers, neurons, candidates, stats, weights)
+        return self.brute_nearest(name, top, metric, layers, neurons, candidates, weights)
 
     def brute_nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
-                      candidates: list[str] | None = None) -> tuple[list[tuple[str, float]], list[str]]:
+                      candidates: list[str] | None = None, weights=None) -> tuple[list[tuple[str, float]], list[str]]:
         kind = METRICS.get(metric, "hist")
         query = self.get(name, [kind])
         sel = make_selection(query.layers, layers, neurons)
@@ -124,7 +143,7 @@ class Catalog:
             if other == name:
                 continue
             try:
-                d = compare(query, self.get(other, [kind]), metric, sel)
+                d = compare(query, self.get(other, [kind]), metric, sel, weights)
             except (IncompatibleDNAError, RegistryError):
                 skipped.append(other)
                 continue
@@ -132,12 +151,12 @@ class Catalog:
         results.sort(key=lambda r: (r[1], r[0]))
         return results[: max(top, 0)], skipped
 
-    def matrix(self, names: list[str], metric: str = "emd", layers=None) -> np.ndarray:
+    def matrix(self, names: list[str], metric: str = "emd", layers=None, neurons=None, weights=None) -> np.ndarray:
         kind = METRICS.get(metric, "hist")
         dnas = [self.get(n, [kind]) for n in names]
-        sel = make_selection(dnas[0].layers, layers) if dnas else None
+        sel = make_selection(dnas[0].layers, layers, neurons) if dnas else None
         m = np.zeros((len(names), len(names)))
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
-                m[i, j] = m[j, i] = compare(dnas[i], dnas[j], metric, sel).distance
+                m[i, j] = m[j, i] = compare(dnas[i], dnas[j], metric, sel, weights).distance
         return m

@@ -85,10 +85,11 @@ def score_images(refs: Sequence[ImageRef], reference: DNA, device: str = "auto",
 
 
 def similar_images(image: Path, source: Path, extractor: str, device: str = "auto", bins: int = 1000,
-                   layers=None, neurons=None, limit=None, seed=0, workers: int = 0, progress=None):
+                   layers=None, neurons=None, limit=None, seed=0, workers: int = 0, progress=None,
+                   weights_per_neuron=None):
     """Rank the images of `source` by EMD to the DNA of one reference image (Fig. 6)."""
     ext = load_extractor(extractor, device)
     ref_dna, _ = compute_dna(list_images(image), ext, ("hist",), bins, strict=True, name=Path(image).name)
     refs = [r for r in list_images(source, limit, seed)]
     return score_images(refs, ref_dna, layers=layers, neurons=neurons, extractor=ext, workers=workers,
-                        progress=progress)
+                        progress=progress, weights_per_neuron=weights_per_neuron)

@@ -39,7 +39,7 @@ def _compat_rows(catalog, meta_of):
     return compute
 
 
-def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=None, stats=None):
+def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=None, stats=None, weights=None):
     query = catalog.get(name, ["hist"])
     query.require("hist")
     sel = make_selection(query.layers, layers, neurons)
@@ -81,11 +81,16 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     offsets = np.cumsum([0] + list(query.layers.values()))
     starts = dict(zip(query.layers, offsets[:-1]))
     cols = np.concatenate([starts[l] + (idx if idx is not None else np.arange(query.layers[l])) for l, idx in sel.items()])
-    if cols.size == n_neurons:
+    if weights is None:
+        w = np.full(cols.size, 1.0 / cols.size)
+    else:
+        w = np.concatenate([np.asarray(weights[l], dtype=np.float64)[idx if idx is not None else slice(None)]
+                            for l, idx in sel.items()])
+    if cols.size == n_neurons and (np.diff(cols) == 1).all():
         cols = None
 
     means = sindex.read("mean", [srow[n] for n in comparable])
-    lb1 = mean_bound(qmean, means, cols) if comparable else np.empty(0)
+    lb1 = mean_bound(qmean, means, w, cols) if comparable else np.empty(0)
     order = np.argsort(lb1, kind="stable")
     stats.update(candidates=len(comparable), exact=0, quantile_reads=0)
     results: list[tuple[str, float]] = []
@@ -97,13 +102,13 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
             break
         quants = sindex.read("quantiles", [srow[comparable[i]] for i in chunk])
         stats["quantile_reads"] += len(chunk)
-        lb2 = combined_bound(qmean, qquant, means[chunk], quants, cols)
+        lb2 = combined_bound(qmean, qquant, means[chunk], quants, w, cols)
         for j in np.argsort(lb2, kind="stable"):
             if len(results) >= top and lb2[j] > kth:
                 continue
             other = comparable[chunk[j]]
             try:
-                d = compare(query, catalog.get(other, ["hist"], wanted_layers), "emd", sel).distance
+                d = compare(query, catalog.get(other, ["hist"], wanted_layers), "emd", sel, weights).distance
             except (IncompatibleDNAError, RegistryError):
                 skipped.append(other)
                 continue

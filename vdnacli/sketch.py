@@ -39,13 +39,16 @@ def sketch_dna_hist(hist: dict[str, np.ndarray], q: int = QUANTILES) -> tuple[np
     return np.concatenate([m for m, _ in parts]), np.concatenate([x for _, x in parts])
 
 
-def mean_bound(qmean: np.ndarray, means: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
-    """Per-entry lower bound (average over the selected neurons) from the means [E, N]."""
+def mean_bound(qmean: np.ndarray, means: np.ndarray, w: np.ndarray | None = None,
+               cols: np.ndarray | None = None) -> np.ndarray:
+    """Per-entry lower bound of EMD_W (Eq. 5, weights w >= 0 over the selected neurons)
+    from the neuron means [E, N]; w = 1/N gives EMD_avg."""
     if cols is not None:
         means = means[:, cols]
         qmean = qmean[cols]
-    lb = np.abs(means.astype(np.float64) - qmean.astype(np.float64)).mean(axis=1)
-    return np.maximum(lb - 1e-6, 0.0)  # float32 means: stay on the safe side
+    lb = np.abs(means.astype(np.float64) - qmean.astype(np.float64)) - 1e-6  # float32 means: stay safe
+    w = np.full(lb.shape[1], 1.0 / lb.shape[1]) if w is None else w
+    return np.maximum(lb, 0.0) @ w
 
 
 def quantile_bound_neurons(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
@@ -57,10 +60,11 @@ def quantile_bound_neurons(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     return np.maximum(gap, 0).sum(axis=-1) / q
 
 
-def combined_bound(qmean, qquant, means, quants, cols=None) -> np.ndarray:
-    """Per-entry lower bound: per neuron the larger of the mean and quantile bounds, averaged."""
+def combined_bound(qmean, qquant, means, quants, w=None, cols=None) -> np.ndarray:
+    """Per-entry lower bound: per neuron the larger of the mean and quantile bounds, weighted by w."""
     if cols is not None:
         qmean, qquant, means, quants = qmean[cols], qquant[cols], means[:, cols], quants[:, cols]
     lq = quantile_bound_neurons(qquant, quants)
     lm = np.abs(means.astype(np.float64) - qmean.astype(np.float64)) - 1e-6
-    return np.maximum(lq, lm).clip(min=0).mean(axis=1)
+    w = np.full(lq.shape[-1], 1.0 / lq.shape[-1]) if w is None else w
+    return np.maximum(np.maximum(lq, lm), 0.0) @ w

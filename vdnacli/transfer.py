@@ -18,14 +18,15 @@ def default_layer(catalog: Catalog, name: str) -> str:
 
 
 def rank(catalog: Catalog, targets: list[str], sources: list[str] | None = None, layers=None,
-         metric: str = "emd") -> dict[str, list[tuple[str, float]]]:
+         metric: str = "emd", neurons=None, weights=None) -> dict[str, list[tuple[str, float]]]:
     if not targets:
         raise ConfigError("give at least one --target")
     out = {}
     for t in targets:
         cand = [s for s in (sources or [n for n in catalog.names() if n not in targets]) if s != t]
-        lay = layers or [default_layer(catalog, t)]
-        ranked, _ = catalog.nearest(t, top=len(cand), metric=metric, layers=lay, candidates=cand)
+        lay = layers or (None if neurons else [default_layer(catalog, t)])
+        ranked, _ = catalog.nearest(t, top=len(cand), metric=metric, layers=lay, neurons=neurons,
+                                    candidates=cand, weights=weights)
         out[t] = ranked
     return out
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vdnacli import __version__
-from vdnacli.cli import compute, entries, query
+from vdnacli.cli import compute, entries, masks, query
 
 app = typer.Typer(
     name="vdna",
@@ -41,6 +41,7 @@ def _root(
 entries.register(app)
 compute.register(app)
 query.register(app)
+masks.register(app)
 
 
 def main() -> None:

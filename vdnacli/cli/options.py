@@ -22,3 +22,10 @@ NeuronOpt = Annotated[
                  show_default=False),
 ]
 MetricOpt = Annotated[str, typer.Option("--metric", help="emd (histograms) or nfd (neuron-wise Fréchet, Gaussians).")]
+MaskOpt = Annotated[
+    Optional[str], typer.Option("--mask", help="Focus mask: compare only its neurons (see 'vdna mask').", show_default=False)
+]
+IgnoreOpt = Annotated[
+    Optional[str],
+    typer.Option("--ignore", help="Learned ignore-mask: weighted EMD_W that ignores its attribute.", show_default=False),
+]

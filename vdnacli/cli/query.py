@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from vdnacli.cli.common import open_catalog, split_csv
-from vdnacli.cli.options import JsonOpt, LayerOpt, MetricOpt, NeuronOpt, RegistryOpt
+from vdnacli.cli.common import open_catalog, resolve_focus, split_csv
+from vdnacli.cli.options import IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, RegistryOpt
 from vdnacli.cli.output import Output, bar
 
 
@@ -31,6 +31,8 @@ def compare_cmd(
     layer: LayerOpt = None,
     neuron: NeuronOpt = None,
     top: Annotated[int, typer.Option("--top", help="Show the N neurons that drive the distance.")] = 10,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -41,7 +43,9 @@ def compare_cmd(
     from vdnacli.distances import parse_neuron_specs
 
     out = Output(json=json)
-    c = open_catalog(registry).compare(a, b, metric, split_csv(layer), parse_neuron_specs(neuron))
+    cat = open_catalog(registry)
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(a))
+    c = cat.compare(a, b, metric, lay, neu, w)
     for w in c.warnings:
         out.warn(w)
     if json:
@@ -58,6 +62,8 @@ def nearest_cmd(
     layer: LayerOpt = None,
     neuron: NeuronOpt = None,
     exact: Annotated[bool, typer.Option("--exact", help="Brute force: compare with every entry (same answer, slower).")] = False,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -71,8 +77,9 @@ def nearest_cmd(
     from vdnacli.distances import parse_neuron_specs
 
     out = Output(json=json)
-    ranked, skipped = open_catalog(registry).nearest(name, top, metric, split_csv(layer), parse_neuron_specs(neuron),
-                                                     exact=exact)
+    cat = open_catalog(registry)
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(name))
+    ranked, skipped = cat.nearest(name, top, metric, lay, neu, exact=exact, weights=w)
     if skipped:
         out.note(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not comparable with {name} "
                  f"(other extractor or kind): {', '.join(skipped[:5])}")
@@ -89,6 +96,8 @@ def matrix_cmd(
     metric: MetricOpt = "emd",
     layer: LayerOpt = None,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -96,9 +105,14 @@ def matrix_cmd(
 
     Example: vdna matrix demo-digits-a demo-faces-a demo-photos-a --csv
     """
+    from vdnacli.errors import ConfigError
+
     cat = open_catalog(registry)
     names = names or cat.names()
-    m = cat.matrix(names, metric, split_csv(layer))
+    if not names:
+        raise ConfigError("the registry is empty: nothing to compare")
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), None, cat.registry.meta(names[0]))
+    m = cat.matrix(names, metric, lay, neu, w)
     out = Output(json=json)
     if json:
         out.emit_json({"names": names, "metric": metric, "matrix": m.tolist()})
@@ -118,6 +132,8 @@ def rank_transfer_cmd(
     layer: LayerOpt = None,
     metric: MetricOpt = "emd",
     reference: Annotated[Optional[Path], typer.Option("--reference", help="CSV of observed transfer scores: source,<target1>,...")] = None,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -132,7 +148,10 @@ def rank_transfer_cmd(
 
     cat = open_catalog(registry)
     layers = split_csv(layer)
-    rankings = transfer.rank(cat, target, split_csv(sources), layers, metric)
+    lay, neu, w = resolve_focus(cat, mask, ignore, layers, None, cat.registry.meta(target[0]))
+    if mask or ignore:
+        layers = lay or [l for l in neu]
+    rankings = transfer.rank(cat, target, split_csv(sources), lay, metric, neu, w)
     ev = transfer.evaluate(rankings, transfer.read_reference(reference)) if reference else None
     out = Output(json=json)
     if json:
@@ -184,6 +203,8 @@ def score_cmd(
     neuron: NeuronOpt = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Ranges file the DNA was computed with.")] = None,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -199,9 +220,10 @@ def score_cmd(
     s = settings(registry=registry, device=device)
     cat = open_catalog(s.registry)
     reference = cat.get(against)
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), reference.meta)
     refs = list_images(source)
-    scores, report = score_images(refs, reference, s.device, split_csv(layer), parse_neuron_specs(neuron),
-                                  ranges_path=ranges, workers=s.workers)
+    scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges, workers=s.workers,
+                                  weights_per_neuron=w)
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
@@ -217,19 +239,32 @@ def similar_cmd(
     layer: LayerOpt = None,
     neuron: NeuronOpt = None,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
+    mask: MaskOpt = None,
+    ignore: IgnoreOpt = None,
+    registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
     """Rank images by the EMD of their DNA to the DNA of one reference image (paper Fig. 6).
 
-    Example: vdna similar query.jpg --in ./photos --top 5
+    Example: vdna similar query.jpg --in ./photos --top 5 --mask hats
     """
     from vdnacli.cli.common import settings
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.scoring import similar_images
 
-    s = settings(extractor=extractor, device=device)
-    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, split_csv(layer),
-                                    parse_neuron_specs(neuron), workers=s.workers)
+    s = settings(extractor=extractor, device=device, registry=registry)
+    lay, neu, w = split_csv(layer), parse_neuron_specs(neuron), None
+    if mask or ignore:
+        from vdnacli.extractors import get_spec
+
+        cat = open_catalog(s.registry)
+        m = cat.get_mask(mask or ignore)
+        s = settings(extractor=extractor or m.extractor, device=device, registry=registry)
+        spec = get_spec(s.extractor)
+        lay, neu, w = resolve_focus(cat, mask, ignore, lay, neu,
+                                    {"extractor": spec.name, "layers": [list(x) for x in spec.layers]})
+    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu, workers=s.workers,
+                                    weights_per_neuron=w)
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s)")
