@@ -4,6 +4,7 @@ Storage only: this package knows nothing about neural networks or DNAs and must
 never import torch. The DNA layer (`vdnacli`) decides what the arrays mean.
 """
 from registry.errors import (
+    EntryChangedError,
     EntryExistsError,
     EntryNotFoundError,
     InvalidNameError,
@@ -20,4 +21,5 @@ __all__ = [
     "EntryNotFoundError",
     "InvalidNameError",
     "CorruptEntryError",
+    "EntryChangedError",
 ]

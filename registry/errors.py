@@ -17,6 +17,14 @@ class EntryExistsError(RegistryError):
         self.name = name
 
 
+class EntryChangedError(RegistryError):
+    def __init__(self, name: str):
+        super().__init__(
+            f"entry '{name}' was changed by another vdna process while this one worked; run the command again"
+        )
+        self.name = name
+
+
 class InvalidNameError(RegistryError):
     pass
 

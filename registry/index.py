@@ -1,111 +1,369 @@
-"""A consolidated side index: small per-entry arrays stacked in one HDF5 file per key,
-so a scan over thousands of entries reads one file instead of thousands.
+"""A consolidated side index: small per-entry arrays stacked in a few HDF5 files per key,
+so a scan over thousands of entries reads a few files instead of thousands.
 
-The index is derived data. Each row records the signature (mtime_ns, size) of the entry
-file it was computed from; stale or missing rows are recomputed on load, and an index
-file that cannot be read is deleted and rebuilt. Writers hold the registry lock.
+The index is derived data, kept crash-safe and lock-free for readers by never modifying
+a file in place:
 
-  <registry>/index/<key>.h5: names (bytes [E]), sigs (int64 [E, 2]), one dataset per field [E, ...]
+  <registry>/index/<key>/seg-<seq>.h5   immutable segments: names (bytes [E]),
+                                        stamps (int64 [E, 4]), one dataset per field [E, ...]
+
+* Each row records the stamp (inode, size, mtime_ns, ctime_ns) of the entry file it was
+  computed from, taken *before* the entry was read; a row counts only while it equals the
+  entry's current stamp, so a replaced entry is recomputed, never served stale.
+* New rows go into a new segment, written completely in <registry>/tmp, fsynced and
+  renamed into place under the registry lock. A process killed at any moment leaves the
+  previous set of segments plus, at most, a complete new one; never a torn row.
+* Segments are merged size-tiered (a suffix whose rows outnumber the segment before it),
+  so each row is rewritten O(log E) times and there are O(log E) segments.
+* Readers take no lock: they open the segments they list and keep them open, a
+  consistent snapshot even if a compaction deletes the files meanwhile. Rows of a later
+  segment override earlier ones.
+* A segment that cannot be read is ignored (its rows are recomputed) and deleted by the
+  next writer; chunks carry fletcher32 checksums, and a row whose read fails is recomputed
+  from its entry. Failing to write (read-only registry, full disk, busy lock) only costs
+  speed: the rows computed for this query are used from memory.
 """
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from pathlib import Path
 from typing import Callable, Mapping
 
 import h5py
 import numpy as np
 
+from registry.errors import RegistryError
+from registry.lock import FileLock
+
 _NAME_DTYPE = "S128"
+_FORMAT = "vdna-index-segment"
+_VERSION = 1
+_SEG_RE = re.compile(r"^seg-(\d{12})\.h5$")
+_MAX_SEGMENTS = 24
+_COPY_ROWS = 4096  # rows per block when merging segments (bounded memory)
+_LOCK_TIMEOUT = 15.0  # an index write is an optimisation: do not wait long for it
+
+Stamp = tuple[int, int, int, int]
+
+
+def entry_stamp(path: Path) -> Stamp | None:
+    """(inode, size, mtime_ns, ctime_ns) of an entry file; every write renames a new inode in."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+class _Segment:
+    """One segment: an open read-only HDF5 file, or rows held in memory."""
+
+    def __init__(self, names: list[str], stamps: np.ndarray, file: h5py.File | None = None,
+                 data: dict[str, np.ndarray] | None = None, path: Path | None = None):
+        self.names, self.stamps, self.file, self.data, self.path = names, stamps, file, data, path
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, field: str, local: np.ndarray) -> np.ndarray:
+        """Rows `local` (sorted, unique) of one field."""
+        if self.data is not None:
+            return self.data[field][local]
+        ds = self.file[field]
+        if local.size > ds.shape[0] // 4:
+            return ds[()][local]
+        return ds[local]
+
+    def close(self) -> None:
+        if self.file is not None:
+            try:
+                self.file.close()
+            except Exception:  # closing a damaged file must not hide the real problem
+                pass
+            self.file = None
 
 
 class SideIndex:
     def __init__(self, registry, key: str, fields: Mapping[str, tuple[tuple[int, ...], str]]):
         """`fields`: name -> (row shape, dtype)."""
         self.registry = registry
-        self.fields = dict(fields)
-        self.path = Path(registry.root) / "index" / f"{key}.h5"
+        self.key = key
+        self.fields = {k: (tuple(int(x) for x in shape), np.dtype(dtype)) for k, (shape, dtype) in fields.items()}
+        self.dir = Path(registry.root) / "index" / key
+        self._segments: list[_Segment] = []
+        self._offsets = np.zeros(1, dtype=np.int64)
+        self._rows: dict[str, tuple[int, Stamp]] = {}
+        self._bad: list[Path] = []
+        self._compute: Callable | None = None
 
-    def _sig(self, name: str) -> tuple[int, int] | None:
+    # -- snapshot ----------------------------------------------------------------------
+    def close(self) -> None:
+        for s in getattr(self, "_segments", ()):
+            s.close()
+        self._segments = []
+
+    def __del__(self):
+        self.close()
+
+    def __enter__(self) -> "SideIndex":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _segment_paths(self) -> list[Path]:
         try:
-            st = (self.registry.entries_dir / f"{name}.h5").stat()
+            return sorted(p for p in self.dir.iterdir() if _SEG_RE.match(p.name))
         except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_size
+            return []
 
-    def _open(self, mode: str) -> h5py.File | None:
+    def _open_segment(self, path: Path) -> _Segment | None:
+        """Open and validate one segment; None (and remembered as bad) when unusable."""
         try:
-            f = h5py.File(self.path, mode)
-            for k, (shape, dtype) in self.fields.items():
-                if k in f and (f[k].shape[1:] != tuple(shape) or f[k].dtype != np.dtype(dtype)):
-                    raise OSError("layout changed")
-            return f
-        except OSError:
-            self.path.unlink(missing_ok=True)
+            f = h5py.File(path, "r", locking=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, RuntimeError):
+            self._bad.append(path)
             return None
+        try:
+            if f.attrs.get("format") != _FORMAT or int(f.attrs.get("version", -1)) != _VERSION:
+                raise ValueError("not a segment of this version")
+            names = [n.decode("utf-8", "replace") for n in f["names"][()]]
+            stamps = f["stamps"][()]
+            if stamps.shape != (len(names), 4):
+                raise ValueError("stamps do not match names")
+            for k, (shape, dtype) in self.fields.items():
+                ds = f[k]
+                if ds.shape != (len(names), *shape) or ds.dtype != dtype:
+                    raise ValueError(f"field {k} has another layout")
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+            f.close()
+            self._bad.append(path)
+            return None
+        return _Segment(names, stamps, file=f, path=path)
 
-    def _create(self) -> h5py.File:
-        self.path.parent.mkdir(exist_ok=True)
-        f = h5py.File(self.path, "w")
-        f.create_dataset("names", shape=(0,), maxshape=(None,), dtype=_NAME_DTYPE, chunks=(1024,))
-        f.create_dataset("sigs", shape=(0, 2), maxshape=(None, 2), dtype="int64", chunks=(1024, 2))
-        for k, (shape, dtype) in self.fields.items():
-            row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-            per_chunk = max(1, min(4096, (1 << 16) // max(row_bytes, 1)))
-            f.create_dataset(k, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype, chunks=(per_chunk, *shape))
-        return f
+    def _load(self) -> None:
+        """Open every listed segment; a listing raced by a compaction is retried."""
+        for _ in range(20):
+            self.close()
+            self._bad = []
+            segments = []
+            try:
+                for p in self._segment_paths():
+                    s = self._open_segment(p)
+                    if s is not None:
+                        segments.append(s)
+            except FileNotFoundError:
+                for s in segments:
+                    s.close()
+                continue
+            self._set_segments(segments)
+            return
+        self._set_segments([])  # the index is being rewritten continuously: go on without it
 
+    def _set_segments(self, segments: list[_Segment]) -> None:
+        self._segments = segments
+        self._offsets = np.cumsum([0] + [len(s) for s in segments]).astype(np.int64)
+        self._rows = {}
+        for s, off in zip(segments, self._offsets[:-1]):
+            self._add_rows(s, int(off))
+
+    def _add_rows(self, seg: _Segment, offset: int) -> None:
+        for i, (name, st) in enumerate(zip(seg.names, seg.stamps)):
+            if name:
+                self._rows[name] = (offset + i, tuple(int(x) for x in st))
+
+    def _append_segment(self, seg: _Segment) -> None:
+        offset = int(self._offsets[-1])
+        self._segments.append(seg)
+        self._offsets = np.append(self._offsets, offset + len(seg))
+        self._add_rows(seg, offset)
+
+    # -- public API --------------------------------------------------------------------
     def sync(self, names: list[str], compute: Callable[[str], Mapping[str, np.ndarray] | None]) -> dict[str, int]:
         """Bring rows for `names` up to date; returns {name: row} of the usable rows."""
-        current = {n: self._sig(n) for n in names}
-        rows = self._rows()
-        stale = [n for n in names if current[n] is not None and rows.get(n, (None, None))[1] != current[n]]
+        self._compute = compute
+        self._load()
+        current = {n: entry_stamp(self.registry.entries_dir / f"{n}.h5") for n in names}
+        stale = [n for n in names if current[n] is not None and self._rows.get(n, (None, None))[1] != current[n]]
         if stale:
-            with self.registry._lock():
-                f = (self._open("r+") if self.path.exists() else None) or self._create()
-                with f:
-                    index = {n.decode(): i for i, n in enumerate(f["names"][()])}
-                    for name in stale:
-                        values = compute(name)
-                        if values is None:
-                            continue
-                        i = index.get(name)
-                        if i is None:
-                            i = f["names"].shape[0]
-                            for k in ("names", "sigs", *self.fields):
-                                f[k].resize(i + 1, axis=0)
-                            index[name] = i
-                        for k in self.fields:
-                            f[k][i] = values[k]
-                        f["sigs"][i] = current[name]  # last: a row counts only once complete
-                        f["names"][i] = name.encode()
-            rows = self._rows()
-        return {n: rows[n][0] for n in names if n in rows and rows[n][1] == current[n]}
-
-    def _rows(self) -> dict[str, tuple[int, tuple[int, int]]]:
-        if not self.path.exists():
-            return {}
-        f = self._open("r")
-        if f is None:
-            return {}
-        with f:
-            names = f["names"][()]
-            sigs = f["sigs"][()]
-        return {n.decode(): (i, (int(s[0]), int(s[1]))) for i, (n, s) in enumerate(zip(names, sigs)) if n}
+            fresh = self._compute_rows(stale, current)
+            if fresh is not None:
+                self._append_segment(fresh)
+                self._persist(fresh)
+        elif self._bad:
+            self._persist(None)
+        return {n: self._rows[n][0] for n in names if n in self._rows and self._rows[n][1] == current[n]}
 
     def read(self, field: str, rows: list[int] | np.ndarray) -> np.ndarray:
         """Rows of one field, in the order given."""
+        shape, dtype = self.fields[field]
         rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((rows.size, *shape), dtype=dtype)
         if rows.size == 0:
-            shape, dtype = self.fields[field]
-            return np.empty((0, *shape), dtype=dtype)
-        order = np.argsort(rows)
-        with h5py.File(self.path, "r") as f:
-            ds = f[field]
-            if rows.size > ds.shape[0] // 4:
-                data = ds[()][rows[order]]
-            else:
-                data = ds[rows[order]]
-        out = np.empty_like(data)
-        out[order] = data
+            return out
+        seg_of = np.searchsorted(self._offsets, rows, side="right") - 1
+        for si in np.unique(seg_of):
+            at = np.nonzero(seg_of == si)[0]
+            seg = self._segments[si]
+            local, inverse = np.unique(rows[at] - self._offsets[si], return_inverse=True)
+            try:
+                data = seg.read(field, local)
+            except (OSError, RuntimeError, ValueError):  # damaged chunk (fletcher32) or vanished file
+                data = self._recompute(field, seg, local)
+            out[at] = data[inverse]
         return out
+
+    # -- computing and writing rows ----------------------------------------------------
+    def _row_values(self, name: str, compute) -> dict[str, np.ndarray] | None:
+        values = compute(name)
+        if values is None:
+            return None
+        row = {}
+        for k, (shape, dtype) in self.fields.items():
+            v = np.asarray(values[k])
+            if v.shape != shape or v.dtype.kind not in "biuf":
+                return None  # an entry whose derived arrays do not fit: not usable from the index
+            row[k] = v.astype(dtype)
+        return row
+
+    def _compute_rows(self, names: list[str], current: dict[str, Stamp | None]) -> _Segment | None:
+        kept, stamps, cols = [], [], {k: [] for k in self.fields}
+        for name in names:
+            row = self._row_values(name, self._compute)
+            if row is None:
+                continue
+            kept.append(name)
+            stamps.append(current[name])
+            for k in self.fields:
+                cols[k].append(row[k])
+        if not kept:
+            return None
+        data = {k: np.stack(cols[k]) for k in self.fields}
+        return _Segment(kept, np.asarray(stamps, dtype=np.int64), data=data)
+
+    def _recompute(self, field: str, seg: _Segment, local: np.ndarray) -> np.ndarray:
+        shape, dtype = self.fields[field]
+        out = np.zeros((local.size, *shape), dtype=dtype)
+        for j, i in enumerate(local):
+            row = self._row_values(seg.names[i], self._compute) if self._compute else None
+            if row is None:
+                raise RegistryError(f"index {self.key} is damaged and entry '{seg.names[i]}' cannot be re-read; "
+                                    f"delete {self.dir}")
+            out[j] = row[field]
+        if seg.path is not None:
+            self._bad.append(seg.path)
+        return out
+
+    def _write_segment(self, path: Path, names: list[str], stamps: np.ndarray, fill) -> None:
+        """Write a complete segment to `path` and fsync it; `fill(name, dataset)` writes each field."""
+        n = len(names)
+        with h5py.File(path, "w", locking=False) as f:
+            f.attrs["format"] = _FORMAT
+            f.attrs["version"] = _VERSION
+            f.create_dataset("names", data=np.array([s.encode() for s in names], dtype=_NAME_DTYPE))
+            f.create_dataset("stamps", data=np.asarray(stamps, dtype=np.int64).reshape(n, 4))
+            for k, (shape, dtype) in self.fields.items():
+                row_bytes = max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1)
+                per_chunk = max(1, min(n, 4096, (1 << 16) // row_bytes))
+                ds = f.create_dataset(k, shape=(n, *shape), dtype=dtype, chunks=(per_chunk, *shape),
+                                      fletcher32=True)
+                fill(k, ds)
+        with open(path, "rb") as fh:
+            os.fsync(fh.fileno())
+
+    def _tmp(self) -> Path:
+        return self.registry.tmp_dir / f"index-{self.key}.{os.getpid()}.{uuid.uuid4().hex[:8]}.h5.part"
+
+    def _next_path(self) -> Path:
+        seqs = [int(_SEG_RE.match(p.name).group(1)) for p in self._segment_paths()]
+        return self.dir / f"seg-{max(seqs, default=0) + 1:012d}.h5"
+
+    def _publish(self, tmp: Path) -> Path:
+        final = self._next_path()
+        os.replace(tmp, final)
+        _fsync_dir(self.dir)
+        return final
+
+    def _persist(self, seg: _Segment | None) -> None:
+        """Store new rows as a segment, drop damaged segments, compact (best effort)."""
+        tmp = self._tmp()
+        try:
+            with FileLock(Path(self.registry.root) / ".lock", timeout=_LOCK_TIMEOUT):
+                self.dir.mkdir(parents=True, exist_ok=True)
+                if seg is not None:
+                    self._write_segment(tmp, seg.names, seg.stamps, lambda k, ds: ds.write_direct(seg.data[k]))
+                    self._publish(tmp)
+                for p in set(self._bad):
+                    p.unlink(missing_ok=True)
+                (self.dir.parent / f"{self.key}.h5").unlink(missing_ok=True)  # single-file index of earlier versions
+                self._compact()
+        except (OSError, RuntimeError, RegistryError):
+            pass  # a cache that cannot be written only costs speed; rows of this query stay in memory
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _compact(self) -> None:
+        """Merge the newest segments while they outnumber the one before (lock held)."""
+        segs = []
+        try:
+            for p in self._segment_paths():
+                s = self._open_segment(p)
+                if s is not None:
+                    segs.append(s)
+            k = 1
+            if len(segs) > _MAX_SEGMENTS:
+                k = len(segs)
+            else:
+                while k < len(segs) and len(segs[-k - 1]) <= sum(len(s) for s in segs[-k:]):
+                    k += 1
+            if k >= 2:
+                self._merge(segs[-k:])
+        finally:
+            for s in segs:
+                s.close()
+
+    def _merge(self, segs: list[_Segment]) -> None:
+        """Rewrite `segs` as one segment of their latest rows that still match their entry."""
+        latest: dict[str, tuple[int, int]] = {}
+        for si, s in enumerate(segs):
+            for i, name in enumerate(s.names):
+                if name:
+                    latest[name] = (si, i)
+        keep: list[list[int]] = [[] for _ in segs]
+        for name, (si, i) in latest.items():
+            if tuple(int(x) for x in segs[si].stamps[i]) == entry_stamp(self.registry.entries_dir / f"{name}.h5"):
+                keep[si].append(i)
+        keep = [np.array(sorted(k), dtype=np.int64) for k in keep]
+        names = [segs[si].names[i] for si, k in enumerate(keep) for i in k]
+        if names:
+            stamps = np.concatenate([segs[si].stamps[k] for si, k in enumerate(keep) if k.size])
+
+            def fill(field, ds):
+                o = 0
+                for s, k in zip(segs, keep):
+                    for a in range(0, k.size, _COPY_ROWS):
+                        block = k[a: a + _COPY_ROWS]
+                        ds[o: o + block.size] = s.file[field][block[0]: block[-1] + 1][block - block[0]]
+                        o += block.size
+
+            tmp = self._tmp()
+            try:
+                self._write_segment(tmp, names, stamps, fill)
+                self._publish(tmp)
+            finally:
+                tmp.unlink(missing_ok=True)
+        for s in segs:
+            s.path.unlink(missing_ok=True)
+        _fsync_dir(self.dir)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

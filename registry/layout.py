@@ -21,6 +21,9 @@ from registry.errors import CorruptEntryError
 FORMAT = "vdna-entry"
 FORMAT_VERSION = 1
 _ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float: never objects or strings
+# Built-in HDF5 filters only: an unknown filter id would make HDF5 load a plugin library.
+_ALLOWED_FILTERS = {1, 2, 3}  # deflate (gzip), shuffle, fletcher32
+MAX_DATASET_BYTES = 8 << 30  # far above any real DNA (25,600 neurons x 1000 bins x int64 = 205 MB)
 
 
 def array_sha256(arr: np.ndarray) -> str:
@@ -37,7 +40,7 @@ def array_sha256(arr: np.ndarray) -> str:
 def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a complete entry file and fsync it (the caller renames it into place)."""
     checksums = {}
-    with h5py.File(path, "w") as f:
+    with h5py.File(path, "w", locking=False) as f:  # a private temporary file: no HDF5 lock needed
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["name"] = name
@@ -61,8 +64,10 @@ def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.nd
 
 
 def _open(path: Path) -> h5py.File:
+    # Entry files are immutable once renamed into place, so HDF5's own file lock (which
+    # fails on some network filesystems and against foreign writers) is not needed.
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(path, "r", locking=False)
     except OSError as e:
         raise CorruptEntryError(f"{path.name} is not a readable HDF5 entry ({e})") from None
     try:
@@ -112,21 +117,53 @@ def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = Fal
         raise CorruptEntryError(f"{path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
 
 
+def _plain_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+    """The dataset at `key`, refused unless it is plain numeric data stored in this file.
+
+    Checked before any value is read: hard links only (no soft or external links to other
+    files), no external or virtual storage, built-in filters only, numeric dtype, and a
+    declared size a DNA can have (a forged shape must not allocate terabytes).
+    """
+    parts = key.split("/")
+    for i in range(1, len(parts) + 1):
+        link = f.get("/".join(parts[:i]), getlink=True)
+        if link is None:
+            raise CorruptEntryError(f"{path.name}: dataset {key!r} is missing")
+        if not isinstance(link, h5py.HardLink):
+            raise CorruptEntryError(f"{path.name}: {key!r} is a link ({type(link).__name__}), not stored data")
+    ds = f[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} is missing")
+    if ds.dtype.kind not in _ALLOWED_KINDS or ds.dtype.fields is not None or ds.dtype.subdtype is not None:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} has unsupported type {ds.dtype}")
+    if ds.external or ds.is_virtual:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} keeps its values outside the entry file")
+    plist = ds.id.get_create_plist()
+    filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
+    if filters - _ALLOWED_FILTERS:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} uses unsupported HDF5 filters {sorted(filters)}")
+    if int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize > MAX_DATASET_BYTES:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} declares an implausible shape {ds.shape}")
+    return ds
+
+
 def _read_entry(path: Path, keys, verify: bool) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
         checksums = _json_attr(f, "checksums", path) if verify else {}
         wanted = list(keys) if keys is not None else _dataset_paths(f)
+        if verify and keys is None:
+            missing = sorted(set(checksums) - set(wanted))
+            if missing:
+                raise CorruptEntryError(f"{path.name}: dataset {missing[0]!r} is missing")
         arrays = {}
         for key in wanted:
-            ds = f.get(key)
-            if not isinstance(ds, h5py.Dataset):
-                raise CorruptEntryError(f"{path.name}: dataset {key!r} is missing")
-            arr = ds[()]
+            arr = _plain_dataset(f, key, path)[()]
             if not isinstance(arr, np.ndarray) or arr.dtype.kind not in _ALLOWED_KINDS:
                 raise CorruptEntryError(f"{path.name}: dataset {key!r} has unsupported type")
             if verify and checksums.get(key) != array_sha256(arr):
-                raise CorruptEntryError(f"{path.name}: checksum mismatch in {key!r}")
+                what = "has no checksum" if key not in checksums else "checksum mismatch"
+                raise CorruptEntryError(f"{path.name}: {what} in {key!r}")
             arrays[key] = arr
         return meta, arrays
 

@@ -1,4 +1,8 @@
-"""An advisory inter-process file lock (fcntl), held while the registry is written."""
+"""Advisory inter-process file locks (fcntl.flock), the registry's only synchronisation.
+
+The kernel drops a flock when its holder dies, even by SIGKILL, so a killed writer never
+leaves the registry locked. flock is local to one machine (on NFS, use one writer host).
+"""
 from __future__ import annotations
 
 import fcntl
@@ -8,21 +12,29 @@ from pathlib import Path
 
 from registry.errors import RegistryError
 
+DEFAULT_TIMEOUT = 120.0
+
 
 class FileLock:
-    """Exclusive lock on a lock file; the kernel releases it if the process dies."""
+    """Exclusive (or shared) lock on a lock file, waited for up to `timeout` seconds."""
 
-    def __init__(self, path: Path, timeout: float = 60.0):
+    def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT, shared: bool = False):
         self.path = Path(path)
         self.timeout = timeout
+        self.shared = shared
         self._fd: int | None = None
 
     def __enter__(self) -> "FileLock":
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise RegistryError(f"cannot open lock file {self.path}: {e.strerror}") from None
+        mode = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
         deadline = time.monotonic() + self.timeout
+        delay = 0.005
         while True:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(self._fd, mode)
                 return self
             except BlockingIOError:
                 if time.monotonic() > deadline:
@@ -31,7 +43,8 @@ class FileLock:
                     raise RegistryError(
                         f"registry is locked by another vdna process ({self.path}); try again when it finishes"
                     ) from None
-                time.sleep(0.05)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:

@@ -22,7 +22,7 @@ UPSTREAM_EXTRACTORS = {  # upstream feature_extractor_name -> ours
     "mugs_vit_large": "mugs-vit-l16",
     "dino_vit_base": "dino-vit-b16",
     "dino_resnet50": "dino-resnet50",
-    "clip_vit_b16": "clip-vit-b16",
+    "clip_im_vit_b16": "clip-vit-b16",
     "inception": "inception-v3",
     "vgg16": "vgg16",
     "rand_resnet50": "rand-resnet50",
@@ -81,16 +81,40 @@ def export_upstream(dna: DNA, path: Path) -> tuple[Path, Path]:
     return jpath, npath
 
 
+def _check_npy_headers(path: Path) -> None:
+    """Refuse a member whose header declares more bytes than it holds: np.load allocates
+    the declared shape before reading, so a forged header could ask for terabytes."""
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with z.open(info) as f:
+                version = npy.read_magic(f)
+                readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
+                if version not in readers:
+                    raise FormatError(f"{path.name}: {info.filename} uses .npy format {version}")
+                shape, _, dtype = readers[version](f)  # a literal dict: nothing is unpickled
+            declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            if declared > min(MAX_ARRAY_BYTES, info.file_size):
+                raise FormatError(f"{path.name}: {info.filename} declares {list(shape)} {dtype} "
+                                  f"({declared >> 20} MiB) but holds {info.file_size >> 20} MiB")
+
+
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as z:
             total = sum(i.file_size for i in z.infolist())
         if total > MAX_ARRAY_BYTES:
             raise FormatError(f"{path.name}: arrays are too large ({total >> 20} MiB)")
+        _check_npy_headers(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except FormatError:
         raise
+    except MemoryError:
+        raise FormatError(f"{path.name}: arrays are too large to load") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise FormatError(f"{path.name}: not a plain NumPy .npz archive ({str(e).splitlines()[0][:120]})") from None
 

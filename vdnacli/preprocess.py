@@ -10,25 +10,45 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from vdnacli.errors import ImageDecodeError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-MAX_PIXELS = 178_956_970  # PIL's bomb threshold x2; larger declared sizes are refused
+# Pillow's own bomb limit (~9459 x 9459, 268 MB as RGB): a larger declared size is refused
+# before any pixel is decoded.
+MAX_PIXELS = 89_478_485
+# Formats decoded at all, whatever the file extension says: plain raster formats only.
+# Others (EPS runs Ghostscript, PSD, ICNS, ...) are refused as "not an image".
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "PPM")  # JPEG includes MPO
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR, "lanczos": Image.Resampling.LANCZOS}
+_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """Rescale high-bit-depth or float samples to uint8: integers by their type's range,
+    floats by the range of their finite values (NaN and infinities become 0)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind in "ui":
+        info = np.iinfo(a.dtype)
+        x = (a.astype(np.float64) - max(info.min, 0)) / (info.max - max(info.min, 0))
+    else:
+        x = a.astype(np.float64)
+        finite = np.isfinite(x)
+        lo, hi = (float(x[finite].min()), float(x[finite].max())) if finite.any() else (0.0, 0.0)
+        x = np.where(finite, (x - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(x)
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB: high-bit-depth and float images are rescaled, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
-        if img.mode.startswith("I;16"):
-            a = a / 65535.0
-        else:
-            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-        img = Image.fromarray((np.clip(np.nan_to_num(a), 0, 1) * 255 + 0.5).astype(np.uint8), "L")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        img = Image.fromarray(_to_uint8(np.asarray(img, dtype=np.uint16)), "L")
+    elif img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)  # 32-bit integers and floats: their finite range
+        img = Image.fromarray(_to_uint8(a.astype(np.float64)), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode != "RGB":
@@ -36,26 +56,68 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+def _tiff_fallback(data: bytes) -> Image.Image | None:
+    """Float or 16-bit RGB TIFFs that Pillow cannot open, read with tifffile (first page)."""
+    if not data.startswith(_TIFF_MAGIC):
+        return None
+    try:
+        import tifffile
+    except ImportError:
+        return None
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        page = tif.pages[0]
+        shape = tuple(page.shape)
+        if len(shape) < 2 or int(np.prod(shape[:2], dtype=np.int64)) > MAX_PIXELS:
+            raise ImageDecodeError(f"declared size {shape} is too large or not an image (decompression bomb?)")
+        a = page.asarray()
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):  # planar: channels first
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 3:
+        a = a[..., :3] if a.shape[2] >= 3 else a[..., 0]
+    if a.ndim != 2 and not (a.ndim == 3 and a.shape[2] == 3):
+        raise ImageDecodeError(f"unsupported TIFF layout {list(a.shape)}")
+    a8 = _to_uint8(a)
+    return Image.fromarray(a8, "RGB" if a8.ndim == 3 else "L")
+
+
+def _exif_upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a photo whose EXIF block is damaged is kept as stored."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # Pillow raises several types for malformed EXIF
+        return img
+
+
 def decode(data: bytes) -> Image.Image:
+    """Image file bytes -> upright RGB PIL image; ImageDecodeError says why it cannot be."""
     if not data:
         raise ImageDecodeError("empty file")
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            try:
+                img = Image.open(io.BytesIO(data), formats=FORMATS)
+            except UnidentifiedImageError:
+                img = _tiff_fallback(data)
+                if img is None:
+                    raise ImageDecodeError("not an image (unknown or unsupported format)") from None
+                return to_rgb(img)
             w, h = img.size
             if w * h > MAX_PIXELS:
                 raise ImageDecodeError(f"declared size {w}x{h} is too large (decompression bomb?)")
+            if w < 1 or h < 1:
+                raise ImageDecodeError(f"declared size {w}x{h} is empty")
             img.seek(0)  # first frame of animations
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+            return to_rgb(_exif_upright(img))
         except ImageDecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageDecodeError(f"decompression bomb refused ({e})") from None
-        except Exception as e:  # PIL raises many types for broken files
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ImageDecodeError(f"declared size is too large (decompression bomb? {e})") from None
+        except MemoryError:
+            raise ImageDecodeError("not enough memory to decode") from None
+        except Exception as e:  # Pillow and tifffile raise many types for broken files
+            msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             raise ImageDecodeError(f"cannot decode image: {msg}") from None
 
 

@@ -1,0 +1,287 @@
+"""Fault injection against real `vdna` processes: SIGKILL at random moments, and concurrent writers.
+
+Kill rounds (--kill-rounds N): each round starts a real `vdna add` of a tiny image folder
+(new name, `--replace` of a committed entry, or `--append` to one) and SIGKILLs it at a
+random time: odd rounds uniformly in [0, 1.15 T], even rounds uniformly in [0.75 T, 1.1 T]
+(T = the duration of an uninterrupted run; the write and the rename happen in its last
+few percent), so kills land during start-up, extraction, the write and the rename, and
+some runs finish. After each kill a round survives when:
+  * every previously committed entry file is bit-identical (sha256 of the file),
+  * the target is its old version, absent, or a new entry that verifies (checksums and
+    DNA invariants), and no other name appeared,
+  * `vdna verify --repair --json` exits 0 with no damaged entry and leaves no temporary file.
+
+Concurrent rounds (--concurrent-rounds N): each round starts at once 2 `vdna add` of
+different new names, 2 `vdna add` of one contested name, 2 `vdna add --append` to one
+shared entry, while this process reads those entries in a loop. A round survives when
+the different names all succeed, exactly one contested writer wins and the other gets the
+"already exists" error, each append either succeeds or fails with the "changed by another
+vdna process" error and the shared entry counts exactly the images of the appends that
+succeeded (nothing lost), every read of the entries being written (by this script's own
+process, with full checksum and DNA checks, as often as it can while the writers run) saw
+a complete entry, and `vdna verify --repair` finds nothing damaged and nothing to repair.
+
+Run:  python bench/fault_injection.py --kill-rounds 50 --concurrent-rounds 20
+(about 4 + 8 minutes on 2 CPU cores; each `vdna add` loads EfficientNet-Lite0, ~2 s).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from vdnacli import samples  # noqa: E402
+from vdnacli.catalog import Catalog  # noqa: E402
+from vdnacli.integrity import check_entry  # noqa: E402
+
+EXISTS = "already exists (use --replace to overwrite it)"
+CHANGED = "was changed by another vdna process while this one worked"
+
+
+def entry_shas(reg: Path) -> dict[str, str]:
+    return {p.name[:-3]: hashlib.sha256(p.read_bytes()).hexdigest() for p in (reg / "entries").glob("*.h5")}
+
+
+class Runner:
+    def __init__(self, work: Path, registry: Path):
+        self.work, self.registry = work, registry
+        self.env = dict(os.environ, VDNA_REGISTRY=str(registry), NO_COLOR="1", VDNA_WORKERS="0",
+                        HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        self.env.pop("VDNA_DEBUG", None)
+
+    def start(self, *args) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "vdnacli", *map(str, args)], env=self.env, cwd=self.work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def run(self, *args, timeout=600) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "vdnacli", *map(str, args)], env=self.env, cwd=self.work,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+def verify_repair(r: Runner) -> tuple[bool, int, str]:
+    """(clean, leftovers removed, why not clean) after `vdna verify --repair --json`."""
+    p = r.run("verify", "--repair", "--json")
+    try:
+        rep = json.loads(p.stdout)
+    except ValueError:
+        return False, 0, f"verify printed no JSON (exit {p.returncode}): {p.stderr.strip()[:200]}"
+    if p.returncode != 0 or rep["damaged"]:
+        return False, rep.get("removed", 0), f"verify exit {p.returncode}: {rep['damaged']}"
+    parts = list((r.registry / "tmp").glob("*.part"))
+    if parts:
+        return False, rep["removed"], f"{len(parts)} temporary file(s) left after repair"
+    return True, rep["removed"], ""
+
+
+def kill_rounds(r: Runner, folders: list[Path], n: int, rng: np.random.Generator, log) -> dict:
+    cat = Catalog(r.registry)
+    runs = []
+    for k in range(4):  # T: the median of 3 uninterrupted runs after a warm-up (file cache, imports)
+        t0 = time.perf_counter()
+        p = r.run("add", "calib" if k == 0 else f"calib{k}", folders[0], "--limit", "2")
+        runs.append(time.perf_counter() - t0)
+        if p.returncode != 0:
+            raise SystemExit(f"uninterrupted `vdna add` failed: {p.stderr}")
+        if k:
+            cat.remove(f"calib{k}")
+    full = float(np.median(runs[1:]))
+    log(f"uninterrupted `vdna add --limit 2`: {full:.2f} s (median of {', '.join(f'{t:.2f}' for t in runs[1:])}); "
+        f"killing at uniform [0, {1.15 * full:.2f}] s or [{0.75 * full:.2f}, {1.1 * full:.2f}] s")
+    stats = {"rounds": n, "survived": 0, "target_absent": 0, "target_old": 0, "target_new": 0, "finished": 0,
+             "leftovers_removed": 0, "entries_checked": 0, "failures": [], "seconds_per_run": round(full, 2)}
+    committed = ["calib"]
+    for i in range(n):
+        mode = ("new", "new", "replace", "append")[i % 4]
+        folder = folders[int(rng.integers(len(folders)))]
+        if mode == "new":
+            target, extra = f"k{i}", []
+        else:
+            target = committed[int(rng.integers(len(committed)))]
+            extra = ["--replace"] if mode == "replace" else ["--append"]
+        before = entry_shas(r.registry)
+        at = float(rng.uniform(0, 1.15 * full) if i % 2 else rng.uniform(0.75 * full, 1.1 * full))
+        proc = r.start("add", target, folder, "--limit", "2", "--seed", i, *extra)
+        try:
+            code = proc.wait(timeout=at)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
+        proc.communicate()
+        problems = []
+        after = entry_shas(r.registry)
+        for name, sha in before.items():
+            if name != target and after.get(name) != sha:
+                problems.append(f"committed entry {name} changed or vanished")
+        if set(after) - set(before) - {target}:
+            problems.append(f"unexpected entries {sorted(set(after) - set(before) - {target})}")
+        state = "absent" if target not in after else "old" if after[target] == before.get(target) else "new"
+        for name in after:
+            bad = check_entry(cat.registry, name)
+            if bad:
+                problems.append(f"{name}: {bad}")
+        stats["entries_checked"] += len(after)
+        if code == 0 and state != "new" and mode != "append":
+            problems.append(f"`vdna add` finished but the target is {state}")
+        if code not in (None, 0) and mode != "append":
+            problems.append(f"`vdna add` failed on its own (exit {code})")
+        clean, removed, why = verify_repair(r)
+        if not clean:
+            problems.append(why)
+        if entry_shas(r.registry) != after:
+            problems.append("verify --repair changed an entry")
+        stats["leftovers_removed"] += removed
+        stats[f"target_{state}"] += 1
+        stats["finished"] += code is not None
+        if problems:
+            stats["failures"].append({"round": i, "mode": mode, "killed_at": round(at, 2), "problems": problems})
+        else:
+            stats["survived"] += 1
+        if state == "new" and target not in committed:
+            committed.append(target)
+        log(f"kill {i + 1:3d}/{n} {mode:7s} at {at:5.2f}s: {'finished' if code is not None else 'killed':8s} "
+            f"target {state:6s} leftovers {removed} {'OK' if not problems else 'FAIL ' + '; '.join(problems)}")
+    return stats
+
+
+def concurrent_rounds(r: Runner, folders: list[Path], n: int, rng: np.random.Generator, log) -> dict:
+    """See the module docstring; appends use folders of fresh photo crops, so none is a no-op."""
+    cat = Catalog(r.registry)
+    fresh = [samples.write_pngs(samples.photo_crops(2, seed=1000 + k, size=96), r.work / "append" / f"a{k}")
+             for k in range(2 * n)]
+    stats = {"rounds": n, "survived": 0, "different_ok": 0, "contested_winners": 0, "contested_clear_errors": 0,
+             "appends_ok": 0, "appends_refused": 0, "reader_passes": 0, "reader_damaged": 0, "failures": []}
+    shared = "shared"
+    if shared not in cat.names():
+        p = r.run("add", shared, folders[0], "--limit", "2")
+        assert p.returncode == 0, p.stderr
+    for i in range(n):
+        problems = []
+        base = cat.registry.meta(shared)["num_images"]
+        pick = [folders[int(k)] for k in rng.permutation(len(folders))]
+        writers = {
+            f"d{i}a": r.start("add", f"d{i}a", pick[0], "--limit", "2"),
+            f"d{i}b": r.start("add", f"d{i}b", pick[1], "--limit", "2"),
+            "contested-1": r.start("add", f"c{i}", pick[2], "--limit", "2"),
+            "contested-2": r.start("add", f"c{i}", pick[3], "--limit", "2"),
+            "append-1": r.start("add", shared, fresh[2 * i], "--append", "--json"),
+            "append-2": r.start("add", shared, fresh[2 * i + 1], "--append", "--json"),
+        }
+        passes = damaged = 0
+        targets = [f"d{i}a", f"d{i}b", f"c{i}", shared]
+        while any(p.poll() is None for p in writers.values()):  # a reader during the writes
+            for name in targets:  # the entries being written: full checksum + DNA checks
+                if name in cat.registry:
+                    bad = check_entry(cat.registry, name)
+                    if bad and name in cat.registry:
+                        damaged += 1
+                        problems.append(f"reader saw {name} damaged: {bad}")
+                    passes += 1
+            time.sleep(0.02)
+        out = {k: (p.wait(), *p.communicate()) for k, p in writers.items()}
+        stats["reader_passes"] += passes
+        stats["reader_damaged"] += damaged
+        if damaged:
+            problems.append(f"a reader saw {damaged} damaged entries")
+        for k in (f"d{i}a", f"d{i}b"):
+            if out[k][0] != 0:
+                problems.append(f"{k} failed: {out[k][2].strip()[:200]}")
+            else:
+                stats["different_ok"] += 1
+        codes = sorted(out[k][0] for k in ("contested-1", "contested-2"))
+        loser = [out[k][2].strip() for k in ("contested-1", "contested-2") if out[k][0] != 0]
+        if codes == [0, 1] and loser and loser[0] == f"error: an entry named 'c{i}' {EXISTS}":
+            stats["contested_winners"] += 1
+            stats["contested_clear_errors"] += 1
+        else:
+            problems.append(f"contested writers: exits {codes}, stderr {loser}")
+        added = 0
+        for k in ("append-1", "append-2"):
+            code, stdout, stderr = out[k]
+            if code == 0:
+                stats["appends_ok"] += 1
+                added += json.loads(stdout)["added_images"]
+            elif CHANGED in stderr:
+                stats["appends_refused"] += 1
+            else:
+                problems.append(f"{k} failed without the expected error: {stderr.strip()[:200]}")
+        now = cat.registry.meta(shared)["num_images"]
+        if now != base + added:
+            problems.append(f"shared entry counts {now} images, expected {base} + {added} (an append was lost)")
+        for name in cat.names():
+            bad = check_entry(cat.registry, name)
+            if bad:
+                problems.append(f"{name}: {bad}")
+        clean, removed, why = verify_repair(r)
+        if not clean or removed:
+            problems.append(why or f"{removed} leftover(s) after a round without kills")
+        if problems:
+            stats["failures"].append({"round": i, "problems": problems})
+        else:
+            stats["survived"] += 1
+        log(f"concurrent {i + 1:3d}/{n}: {len(writers)} writers, {passes} reads meanwhile, appends ok "
+            f"{sum(out[k][0] == 0 for k in ('append-1', 'append-2'))}/2 "
+            f"{'OK' if not problems else 'FAIL ' + '; '.join(problems)}")
+    return stats
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kill-rounds", type=int, default=50)
+    ap.add_argument("--concurrent-rounds", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", type=Path, default=None, help="Scratch folder (default: a new temporary one).")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the figures to this JSON file.")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="vdna-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
+    rng = np.random.default_rng(args.seed)
+    folders = list(samples.write_demo_sets(work / "images", per_half=4).values())
+    results = {"kill": None, "concurrent": None}
+    t0 = time.perf_counter()
+    if args.kill_rounds:
+        reg = work / "kill-registry"
+        shutil.rmtree(reg, ignore_errors=True)
+        results["kill"] = kill_rounds(Runner(work, reg), folders, args.kill_rounds, rng, log)
+    if args.concurrent_rounds:
+        reg = work / "concurrent-registry"
+        shutil.rmtree(reg, ignore_errors=True)
+        results["concurrent"] = concurrent_rounds(Runner(work, reg), folders, args.concurrent_rounds, rng, log)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
+    k, c = results["kill"], results["concurrent"]
+    print()
+    if k:
+        print(f"kill rounds:       {k['survived']}/{k['rounds']} survived with nothing lost "
+              f"(target absent {k['target_absent']}, old {k['target_old']}, new {k['target_new']}; "
+              f"{k['finished']} runs finished before the kill; {k['leftovers_removed']} leftover file(s) removed "
+              f"by verify --repair; {k['entries_checked']} entry checks)")
+    if c:
+        print(f"concurrent rounds: {c['survived']}/{c['rounds']} survived with nothing lost "
+              f"({c['different_ok']} different-name writers ok, {c['contested_winners']} contested names with one "
+              f"winner and one clear error, appends {c['appends_ok']} ok / {c['appends_refused']} refused as changed, "
+              f"{c['reader_passes']} reads of entries being written saw {c['reader_damaged']} damaged)")
+    print(f"total {results['seconds']} s")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    failed = (k and k["survived"] != k["rounds"]) or (c and c["survived"] != c["rounds"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
