@@ -3,6 +3,8 @@
 EMD is in bin units (Eq. 3-4: sum over bins of |CDF1 - CDF2|), the convention of the
 paper's tables; multiply by 2/B for the Wasserstein-1 distance in normalised
 activation units. EMD_avg is Eq. 5 with W = 1/|N| over the selected neurons.
+"fd" is the Fréchet distance between full-covariance layer Gaussians (FID's formula), per
+layer, averaged over the selected layers as upstream vdna does.
 """
 from __future__ import annotations
 
@@ -11,10 +13,10 @@ from typing import Mapping
 
 import numpy as np
 
-from vdnacli.dna import DNA, Gaussian, check_compatible
+from vdnacli.dna import DNA, Gaussian, LayerGaussian, check_compatible
 from vdnacli.errors import ConfigError, IncompatibleDNAError
 
-METRICS = {"emd": "hist", "nfd": "gauss"}
+METRICS = {"emd": "hist", "nfd": "gauss", "fd": "layer-gauss"}
 
 
 def emd_rows(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
@@ -37,6 +39,35 @@ def frechet_1d(g1: Gaussian, g2: Gaussian) -> np.ndarray:
     v1, v2 = g1.var, g2.var
     d = (g1.mean - g2.mean) ** 2 + v1 + v2 - 2.0 * np.sqrt(v1 * v2)
     return np.maximum(d, 0.0)
+
+
+def sqrtm_psd(s: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (eigenvalues clipped at 0)."""
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+
+def trace_sqrt_product(s1: np.ndarray, s2: np.ndarray) -> float:
+    """tr((S1 S2)^1/2) computed as tr((S1^1/2 S2 S1^1/2)^1/2): the inner matrix is symmetric PSD, so
+    its eigenvalues are real and >= 0 (up to rounding, clipped) and no complex square root is needed."""
+    r = sqrtm_psd(s1)
+    m = r @ s2 @ r
+    w = np.linalg.eigvalsh((m + m.T) / 2)
+    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
+
+
+def frechet_layer(g1: LayerGaussian, g2: LayerGaussian) -> float:
+    """Fréchet distance between two multivariate Gaussians (FID's formula), never negative."""
+    c1, c2 = g1.cov, g2.cov
+    diff = g1.mean - g2.mean
+    d = float(diff @ diff) + float(np.trace(c1)) + float(np.trace(c2)) - 2.0 * trace_sqrt_product(c1, c2)
+    return max(d, 0.0)
+
+
+def _marginals(g: LayerGaussian, idx) -> Gaussian:
+    """Each neuron's own Gaussian, read off the layer Gaussian's diagonal."""
+    g = g.select(idx)
+    return Gaussian(g.count, g.sum, np.diagonal(g.outer).copy())
 
 
 Selection = Mapping[str, np.ndarray | None]  # layer -> neuron indices (None = all)
@@ -85,7 +116,11 @@ def parse_neuron_specs(specs: list[str] | None) -> dict[str, list[int]] | None:
 
 
 def neuron_distances(a: DNA, b: DNA, metric: str = "emd", selection: Selection | None = None) -> dict[str, np.ndarray]:
-    """Per-layer arrays of per-neuron distances over the selected neurons."""
+    """Per-layer arrays of per-neuron distances over the selected neurons.
+
+    For "fd" (a per-layer distance) these are each neuron's marginal 1-D Fréchet distances,
+    read from the layer Gaussians' diagonals: they show which neurons drive the layer's FD.
+    """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}'; choose from {', '.join(METRICS)}")
     kind = METRICS[metric]
@@ -98,6 +133,8 @@ def neuron_distances(a: DNA, b: DNA, metric: str = "emd", selection: Selection |
             if idx is not None:
                 h1, h2 = h1[idx], h2[idx]
             out[layer] = emd_rows(h1, h2)
+        elif metric == "fd":
+            out[layer] = frechet_1d(_marginals(a.layer_gauss[layer], idx), _marginals(b.layer_gauss[layer], idx))
         else:
             g1, g2 = a.gauss[layer], b.gauss[layer]
             if idx is not None:
@@ -149,12 +186,21 @@ def compare(a: DNA, b: DNA, metric: str = "emd", selection: Selection | None = N
     warnings = check_compatible(a, b, kind)
     selection = selection if selection is not None else make_selection(a.layers)
     per_neuron = neuron_distances(a, b, metric, selection)
-    per_layer = {l: float(v.mean()) for l, v in per_neuron.items()}
+    if metric == "fd":
+        if weights is not None:
+            raise ConfigError("fd is a per-layer distance: neuron weights and masks do not apply to it; "
+                              "select neurons with --layer/--neuron, or use emd or nfd")
+        per_layer = {l: frechet_layer(a.layer_gauss[l].select(idx), b.layer_gauss[l].select(idx))
+                     for l, idx in selection.items()}
+        distance = float(np.mean(list(per_layer.values())))
+    else:
+        per_layer = {l: float(v.mean()) for l, v in per_neuron.items()}
+        distance = weighted(per_neuron, weights)
     return Comparison(
         a=a.meta.get("name", "A"),
         b=b.meta.get("name", "B"),
         metric=metric,
-        distance=weighted(per_neuron, weights),
+        distance=distance,
         per_layer=per_layer,
         per_neuron=per_neuron,
         warnings=warnings,

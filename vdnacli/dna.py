@@ -1,10 +1,12 @@
 """The DNA: per-neuron histograms and/or Gaussian sufficient statistics, with provenance.
 
 A DNA holds, for every layer of its extractor,
-  hist[layer]:  int64 [neurons, bins] counts over [-1, 1] after range normalisation
-  gauss[layer]: float64 [neurons] sum and sum of squares of the per-image spatially
-                averaged activation, plus the image count (so Gaussians merge exactly)
-Both are sums over images, so the DNA of a union is the sum of the DNAs (Eq. 2).
+  hist[layer]:        int64 [neurons, bins] counts over [-1, 1] after range normalisation
+  gauss[layer]:       float64 [neurons] sum and sum of squares of the per-image spatially
+                      averaged activation, plus the image count (so Gaussians merge exactly)
+  layer_gauss[layer]: float64 [neurons] sum and [neurons, neurons] sum of outer products of
+                      the same per-image averages, plus the image count (full covariance, FID)
+All are sums over images, so the DNA of a union is the sum of the DNAs (Eq. 2).
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ import numpy as np
 from vdnacli import __version__
 from vdnacli.errors import FormatError, IncompatibleDNAError
 
-KINDS = ("hist", "gauss")
+KINDS = ("hist", "gauss", "layer-gauss")
+_ATTR = {"hist": "hist", "gauss": "gauss", "layer-gauss": "layer_gauss"}  # kind -> DNA attribute
 
 # Keys that must agree for two DNAs to be comparable, by the kind compared.
 _MUST_MATCH = {
     "hist": ("extractor", "weights_sha256", "ranges_sha256", "bins", "layers"),
     "gauss": ("extractor", "weights_sha256", "layers"),
+    "layer-gauss": ("extractor", "weights_sha256", "layers"),
 }
 
 
@@ -51,10 +55,41 @@ class Gaussian:
 
 
 @dataclass
+class LayerGaussian:
+    """Mergeable full-covariance Gaussian of one layer: count, sum [C], sum of outer products [C, C]."""
+
+    count: int
+    sum: np.ndarray
+    outer: np.ndarray
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def cov(self) -> np.ndarray:
+        """Unbiased covariance (ddof=1, as np.cov), exactly symmetric; zeros with a single image."""
+        if self.count < 2:
+            return np.zeros_like(self.outer)
+        c = (self.outer - np.outer(self.sum, self.sum) / self.count) / (self.count - 1)
+        return (c + c.T) / 2
+
+    def select(self, idx: np.ndarray | None) -> "LayerGaussian":
+        """The Gaussian of a subset of the layer's neurons (a marginal: sub-vector and sub-block)."""
+        if idx is None:
+            return self
+        return LayerGaussian(self.count, self.sum[idx], self.outer[np.ix_(idx, idx)])
+
+    def __add__(self, other: "LayerGaussian") -> "LayerGaussian":
+        return LayerGaussian(self.count + other.count, self.sum + other.sum, self.outer + other.outer)
+
+
+@dataclass
 class DNA:
     meta: dict
     hist: dict[str, np.ndarray] | None = None
     gauss: dict[str, Gaussian] | None = None
+    layer_gauss: dict[str, LayerGaussian] | None = None
     image_hashes: np.ndarray | None = field(default=None, repr=False)  # sorted [n, 16] uint8
 
     # -- descriptive -------------------------------------------------------------
@@ -68,10 +103,14 @@ class DNA:
 
     @property
     def kinds(self) -> list[str]:
-        return [k for k in KINDS if getattr(self, k) is not None]
+        return [k for k in KINDS if getattr(self, _ATTR[k]) is not None]
+
+    def data(self, kind: str) -> dict | None:
+        """The per-layer data of one kind ("hist", "gauss", "layer-gauss"), or None."""
+        return getattr(self, _ATTR[kind])
 
     def require(self, kind: str) -> None:
-        if getattr(self, kind) is None:
+        if self.data(kind) is None:
             have = ", ".join(self.kinds) or "nothing"
             raise IncompatibleDNAError(
                 f"DNA '{self.meta.get('name', '?')}' has no {kind} data (it holds {have}); "
@@ -129,6 +168,9 @@ def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
             )
     if a.meta.get("preprocessing") != b.meta.get("preprocessing"):
         warnings.append("the DNAs were computed with different preprocessing; distances may be biased")
+    if a.meta.get("precision", "fp32") != b.meta.get("precision", "fp32"):
+        warnings.append(f"the DNAs were computed at different precisions ({a.meta.get('precision', 'fp32')} vs "
+                        f"{b.meta.get('precision', 'fp32')})")
     return warnings
 
 
@@ -142,7 +184,7 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
     if not dnas:
         raise IncompatibleDNAError("nothing to merge")
     first = dnas[0]
-    kinds = [k for k in first.kinds if all(getattr(d, k) is not None for d in dnas)]
+    kinds = [k for k in first.kinds if all(d.data(k) is not None for d in dnas)]
     if not kinds:
         raise IncompatibleDNAError("the DNAs share no distribution kind to merge")
     for d in dnas[1:]:
@@ -154,17 +196,19 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
     meta["tool_version"] = __version__
     if name:
         meta["name"] = name
-    hist = gauss = None
+    hist = gauss = layer_gauss = None
     if "hist" in kinds:
         hist = {l: sum(d.hist[l] for d in dnas).astype(np.int64) for l in first.hist}
     if "gauss" in kinds:
         gauss = {l: sum((d.gauss[l] for d in dnas[1:]), first.gauss[l]) for l in first.gauss}
+    if "layer-gauss" in kinds:
+        layer_gauss = {l: sum((d.layer_gauss[l] for d in dnas[1:]), first.layer_gauss[l]) for l in first.layer_gauss}
     hashes = None
     if all(d.image_hashes is not None for d in dnas):
         hashes = np.unique(np.concatenate([d.image_hashes for d in dnas]), axis=0)
     meta["num_images"] = sum(d.num_images for d in dnas)
     meta["images_sha256"] = images_digest(hashes) if hashes is not None else None
-    return DNA(meta=meta, hist=hist, gauss=gauss, image_hashes=hashes)
+    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes)
 
 
 # -- conversion to and from the registry's (meta, arrays) form -------------------------
@@ -178,6 +222,11 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
             arrays[f"gauss/{layer}/count"] = np.asarray([g.count], dtype=np.int64)
             arrays[f"gauss/{layer}/sum"] = np.asarray(g.sum, dtype=np.float64)
             arrays[f"gauss/{layer}/sumsq"] = np.asarray(g.sumsq, dtype=np.float64)
+        if dna.layer_gauss is not None:
+            g = dna.layer_gauss[layer]
+            arrays[f"layer_gauss/{layer}/count"] = np.asarray([g.count], dtype=np.int64)
+            arrays[f"layer_gauss/{layer}/sum"] = np.asarray(g.sum, dtype=np.float64)
+            arrays[f"layer_gauss/{layer}/outer"] = np.asarray(g.outer, dtype=np.float64)
     if dna.image_hashes is not None:
         arrays["images/hashes"] = np.asarray(dna.image_hashes, dtype=np.uint8).reshape(-1, 16)
     return arrays
@@ -197,7 +246,7 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
         raise FormatError("DNA metadata lacks layers, kinds or num_images") from None
     if only_layers is not None:
         layers = {l: n for l, n in layers.items() if l in only_layers}
-    hist = gauss = None
+    hist = gauss = layer_gauss = None
     if "hist" in kinds:
         hist = {}
         for layer, n in layers.items():
@@ -219,4 +268,17 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
             if s.shape != (n,) or q.shape != (n,) or c < 0 or not (np.isfinite(s).all() and np.isfinite(q).all()):
                 raise FormatError(f"Gaussian of layer {layer!r} has wrong shape or non-finite values")
             gauss[layer] = Gaussian(c, s, q)
-    return DNA(meta=dict(meta), hist=hist, gauss=gauss, image_hashes=arrays.get("images/hashes"))
+    if "layer-gauss" in kinds:
+        layer_gauss = {}
+        for layer, n in layers.items():
+            try:
+                c = int(arrays[f"layer_gauss/{layer}/count"][0])
+                s = arrays[f"layer_gauss/{layer}/sum"].astype(np.float64)
+                o = arrays[f"layer_gauss/{layer}/outer"].astype(np.float64)
+            except (KeyError, IndexError):
+                raise FormatError(f"layer Gaussian of layer {layer!r} is incomplete") from None
+            if s.shape != (n,) or o.shape != (n, n) or c < 0 or not (np.isfinite(s).all() and np.isfinite(o).all()):
+                raise FormatError(f"layer Gaussian of layer {layer!r} has wrong shape or non-finite values")
+            layer_gauss[layer] = LayerGaussian(c, s, o)
+    return DNA(meta=dict(meta), hist=hist, gauss=gauss, layer_gauss=layer_gauss,
+               image_hashes=arrays.get("images/hashes"))

@@ -24,12 +24,13 @@ def build(spec: ExtractorSpec, weights_path):
     from vdnacli.extractors.weights import load_state_dict
 
     net = EfficientNet.from_name("efficientnet-lite0")
-    state = load_state_dict(weights_path)
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        from vdnacli.errors import ExtractorError
+    if weights_path is not None:  # None: random weights (tests)
+        missing, unexpected = net.load_state_dict(load_state_dict(weights_path), strict=False)
+        if missing or unexpected:
+            from vdnacli.errors import ExtractorError
 
-        raise ExtractorError(f"weights do not fit EfficientNet-Lite0 (missing {len(missing)}, unexpected {len(unexpected)} keys)")
+            raise ExtractorError(f"weights do not fit EfficientNet-Lite0 (missing {len(missing)}, "
+                                 f"unexpected {len(unexpected)} keys)")
     ends = [sum(STAGE_REPEATS[: i + 1]) - 1 for i in range(len(STAGE_REPEATS))]
     names = [name for name, _ in spec.layers]
 

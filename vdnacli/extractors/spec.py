@@ -1,4 +1,10 @@
-"""Declarative extractor specs and their registry (one small frozen entry per network)."""
+"""Declarative extractor specs and their registry (one small frozen entry per network).
+
+A spec says everything that identifies an extractor: architecture, where its weights
+come from (and their sha256 when published), the layers and neurons it exposes, the
+input size and normalisation, and where its default activation ranges live. Families
+register specs at import; `timm:<model>` specs are created on demand by a factory.
+"""
 from __future__ import annotations
 
 import difflib
@@ -7,15 +13,44 @@ from typing import Callable
 
 from vdnacli.errors import ExtractorError
 
+WEIGHT_KINDS = ("package", "hf", "url", "generated")
+
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """Where a network's weights come from; resolved to a local file by `weights.resolve`."""
+    """Where a network's weights come from; resolved to a local file by `weights.resolve`.
 
-    kind: str  # "package": a file shipped inside an installed Python package
-    location: str  # package: "module:callable" returning the path
+    kind "package":   `location` = "module:callable" returning the path of a file shipped in
+                      an installed Python package
+    kind "hf":        `location` = Hugging Face repo id, `filenames` = file(s) in the repo, tried
+                      in order (huggingface_hub's cache; timm and open_clip use the same one)
+    kind "url":       `location` = URL, downloaded into torch.hub's checkpoint cache
+    kind "generated": weights computed by the build function (no file); `sha256` pins them
+    `sha256` is the full hex digest, or a published prefix (torch.hub's "-<8 hex>" suffix).
+    """
+
+    kind: str
+    location: str
     sha256: str | None = None
     install_hint: str = ""
+    filenames: tuple[str, ...] = ()
+    revision: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "hf":
+            return f"hf://{self.location}/{self.filenames[0]}"
+        if self.kind == "generated":
+            return f"generated ({self.location})"
+        return self.location
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face repo (e.g. upstream's activation_ranges.json)."""
+
+    repo: str
+    filename: str
+    revision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -28,8 +63,11 @@ class ExtractorSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights: WeightsSource
-    build: Callable  # (spec, weights_path) -> torch.nn.Module returning {layer: [B, C, S]}
+    # (spec, weights_path or None) -> torch.nn.Module returning {layer: [B, C, S]};
+    # weights_path None builds the architecture with random weights and downloads nothing.
+    build: Callable
     ranges: str | None = None  # packaged ranges resource (vdnacli/extractors/ranges/<file>)
+    ranges_hub: HubFile | None = None  # upstream activation_ranges.json on the Hub
     crop: str = "center"
     interpolation: str = "bicubic"
     tags: tuple[str, ...] = field(default=())
@@ -38,10 +76,10 @@ class ExtractorSpec:
     def neurons(self) -> int:
         return sum(n for _, n in self.layers)
 
-    def preprocessing(self) -> dict:
+    def preprocessing(self, crop: str | None = None) -> dict:
         """Everything about the input that changes activations; recorded in every DNA."""
         return {
-            "crop": self.crop,
+            "crop": crop or self.crop,
             "resize": f"pil-{self.interpolation}-antialias",
             "size": self.input_size,
             "mean": list(self.mean),
@@ -50,25 +88,38 @@ class ExtractorSpec:
 
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
+_FACTORIES: dict[str, Callable[[str], ExtractorSpec]] = {}  # name prefix -> spec factory
 
 
 def register(spec: ExtractorSpec) -> ExtractorSpec:
     if spec.name in _REGISTRY:
         raise ValueError(f"extractor {spec.name!r} registered twice")
+    if spec.weights.kind not in WEIGHT_KINDS:
+        raise ValueError(f"extractor {spec.name!r}: unknown weight source kind {spec.weights.kind!r}")
     _REGISTRY[spec.name] = spec
     return spec
 
 
+def register_factory(prefix: str, factory: Callable[[str], ExtractorSpec]) -> None:
+    """Names starting with `prefix` (e.g. "timm:") are built on demand by `factory(name)`."""
+    _FACTORIES[prefix] = factory
+
+
 def get_spec(name: str) -> ExtractorSpec:
-    try:
+    if name in _REGISTRY:
         return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ExtractorError(
-            f"unknown extractor '{name}'.{hint} Run 'vdna extractors' to list them."
-        ) from None
+    for prefix, factory in _FACTORIES.items():
+        if name.startswith(prefix):
+            spec = factory(name)
+            _REGISTRY.setdefault(spec.name, spec)
+            return _REGISTRY[spec.name]
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    raise ExtractorError(
+        f"unknown extractor '{name}'.{hint} Run 'vdna extractors' to list them, or use timm:<model_name>."
+    )
 
 
 def all_specs() -> list[ExtractorSpec]:
+    """The registered extractors (on-demand `timm:` entries included once created)."""
     return list(_REGISTRY.values())
