@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vdnacli import __version__
-from vdnacli.cli import compute, entries, masks, query
+from vdnacli.cli import compute, entries, hub, masks, query
 
 app = typer.Typer(
     name="vdna",
@@ -33,15 +33,19 @@ def _version(value: bool):
 @app.callback()
 def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks and debug notes.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="Plain output without colour (also NO_COLOR=1).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
 ):
     _state["verbose"] = verbose
+    if no_color:
+        os.environ["NO_COLOR"] = "1"
 
 
 entries.register(app)
 compute.register(app)
 query.register(app)
 masks.register(app)
+hub.register(app)
 
 
 def main() -> None:

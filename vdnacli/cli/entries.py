@@ -34,14 +34,24 @@ def list_cmd(registry: RegistryOpt = None, json: JsonOpt = False):
     )
 
 
-def show_cmd(name: str, registry: RegistryOpt = None, json: JsonOpt = False):
+def show_cmd(
+    name: str,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG overview of the DNA.")] = None,
+    registry: RegistryOpt = None,
+    json: JsonOpt = False,
+):
     """Show one DNA's metadata: extractor, hashes, layers, preprocessing, image count.
 
-    Example: vdna show demo-faces-a
+    Example: vdna show demo-faces-a --plot faces.png
     """
     out = Output(json=json)
     cat = open_catalog(registry)
     meta = cat.registry.meta(name)
+    if plot:
+        from vdnacli.plots import dna_figure
+
+        dna_figure(cat.get(name), plot)
+        out.note(f"wrote {plot}")
     info = {"name": name, **{k: v for k, v in meta.items() if k != "name"}}
     info["size_bytes"] = cat.registry.file_size(name)
     if json:
@@ -122,31 +132,22 @@ def export_cmd(
 def extractors_cmd(json: JsonOpt = False):
     """List feature extractors, their layers, input size and whether weights are local.
 
-    Example: vdna extractors --json
+    Any timm model also works as timm:<model_name> (not listed). Example: vdna extractors --json
     """
-    from vdnacli.extractors import all_specs, packaged_ranges
-    from vdnacli.extractors.weights import locate
+    from vdnacli.extractors import all_specs
+    from vdnacli.extractors.loaded import describe
 
-    items = []
-    for s in all_specs():
-        items.append({
-            "name": s.name,
-            "architecture": s.architecture,
-            "layers": dict(s.layers),
-            "neurons": s.neurons,
-            "input_size": s.input_size,
-            "weights_present": locate(s) is not None,
-            "ranges": packaged_ranges(s) is not None,
-            "description": s.description,
-        })
+    items = [describe(s) for s in all_specs()]
     out = Output(json=json)
     if json:
         out.emit_json(items)
         return
     out.table("extractors", ["name", "architecture", "layers", "neurons", "size", "weights", "ranges"],
               [[i["name"], i["architecture"], len(i["layers"]), i["neurons"], i["input_size"],
-                "local" if i["weights_present"] else "missing", "yes" if i["ranges"] else "no"] for i in items],
+                "local" if i["weights_present"] else "missing", i["ranges_source"]] for i in items],
               numeric={2, 3, 4})
+    out.note("any timm model: --extractor timm:<model_name>; missing weights download on first use "
+             "(--offline forbids it)")
 
 
 def verify_cmd(
@@ -158,34 +159,20 @@ def verify_cmd(
 
     Example: vdna verify --repair
     """
-    from vdnacli import dna as dna_mod
-    from vdnacli.errors import VdnaError
+    from vdnacli.integrity import verify_catalog
 
-    cat = open_catalog(registry)
-    report = {}
-    for name in cat.names():
-        problems = cat.registry.verify(name)
-        if not problems:
-            try:
-                meta, arrays = cat.registry.read(name)
-                dna_mod.from_arrays(meta, arrays)
-            except VdnaError as e:
-                problems = [str(e)]
-        report[name] = problems
-    leftovers = cat.registry.leftovers()
-    if repair:
-        for p in leftovers:
-            p.unlink(missing_ok=True)
+    report = verify_catalog(open_catalog(registry), repair=repair)
     out = Output(json=json)
-    bad = {n: p for n, p in report.items() if p}
     if json:
-        out.emit_json({"entries": len(report), "damaged": bad, "leftovers": len(leftovers), "repaired": repair})
+        out.emit_json(report.as_dict())
     else:
-        out.print(f"{len(report)} entries checked, {len(bad)} damaged, {len(leftovers)} leftover temporary file(s)"
-                  + (" removed" if repair and leftovers else ""))
-        for n, p in bad.items():
+        out.print(f"{report.entries} entries checked, {len(report.damaged)} damaged, "
+                  f"{len(report.leftovers)} leftover temporary file(s)" + (" removed" if report.removed else ""))
+        for n, p in report.damaged.items():
             out.print(f"  {n}: {'; '.join(p)}")
-    if bad:
+        if report.leftovers and not repair:
+            out.note("run 'vdna verify --repair' to delete the leftovers")
+    if report.damaged:
         raise typer.Exit(1)
 
 

@@ -21,11 +21,27 @@ NeuronOpt = Annotated[
     typer.Option("--neuron", help="Only these neurons, as LAYER:INDICES, e.g. head:0,5,10-19 (repeatable).",
                  show_default=False),
 ]
-MetricOpt = Annotated[str, typer.Option("--metric", help="emd (histograms) or nfd (neuron-wise Fréchet, Gaussians).")]
+MetricOpt = Annotated[str, typer.Option("--metric", help="emd (histograms), nfd (neuron-wise Fréchet, Gaussians) "
+                                                       "or fd (Fréchet per layer, layer Gaussians).")]
 MaskOpt = Annotated[
     Optional[str], typer.Option("--mask", help="Focus mask: compare only its neurons (see 'vdna mask').", show_default=False)
 ]
 IgnoreOpt = Annotated[
     Optional[str],
     typer.Option("--ignore", help="Learned ignore-mask: weighted EMD_W that ignores its attribute.", show_default=False),
+]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure here (needs vdna[plot]).", show_default=False)]
+SheetOpt = Annotated[
+    Optional[Path], typer.Option("--sheet", help="Also write a PNG contact sheet of best/middle/worst images.", show_default=False)
+]
+WeightsOpt = Annotated[
+    Optional[Path], typer.Option("--weights", help="Local weight file instead of the default (its sha256 is recorded).",
+                                 show_default=False)
+]
+OfflineOpt = Annotated[
+    bool, typer.Option("--offline", help="Download nothing: use only cached/installed weights (also HF_HUB_OFFLINE=1).")
+]
+CropOpt = Annotated[
+    Optional[str], typer.Option("--crop", help="center (square centre crop, the paper's; default) or none (squash).",
+                                show_default=False)
 ]

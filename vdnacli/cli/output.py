@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 
+from rich.box import HEAVY_HEAD
 from rich.console import Console
 from rich.table import Table
 
@@ -21,14 +22,19 @@ class Output:
     quiet: bool = False
 
     def __post_init__(self):
-        self.out = Console(no_color=_no_color(), highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, no_color=_no_color(), highlight=False, soft_wrap=True)
+        # Not a terminal: no colour codes and no truncated columns (tables fit their content).
+        width = None if sys.stdout.isatty() else 250
+        # markup=False: text holds user data (file names like 'a/[/b].png'), never rich markup.
+        self.out = Console(no_color=_no_color(), highlight=False, soft_wrap=True, width=width, markup=False)
+        self.err = Console(stderr=True, no_color=_no_color(), highlight=False, soft_wrap=True, markup=False)
 
     def emit_json(self, data) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
 
     def table(self, title: str | None, columns: list[str], rows: list[list], numeric: set[int] | None = None) -> None:
-        t = Table(title=title, show_lines=False, title_justify="left")
+        plain = not self.out.is_terminal or _no_color()
+        t = Table(title=title, show_lines=False, title_justify="left", box=None if plain else HEAVY_HEAD,
+                  pad_edge=False)
         numeric = numeric or set()
         for i, c in enumerate(columns):
             t.add_column(c, justify="right" if i in numeric else "left")

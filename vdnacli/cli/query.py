@@ -9,13 +9,14 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, resolve_focus, split_csv
-from vdnacli.cli.options import IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, RegistryOpt
+from vdnacli.cli.options import IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, PlotOpt, RegistryOpt, SheetOpt
 from vdnacli.cli.output import Output, bar
 
 
 def render_comparison(out: Output, c, top: int) -> None:
     out.print(f"{c.metric} distance between {c.a} and {c.b}: {c.distance:.4f}"
-              + (" (bin units, mean over neurons)" if c.metric == "emd" else " (mean over neurons)"))
+              + {"emd": " (bin units, mean over neurons)", "fd": " (Fréchet per layer, mean over layers)"}.get(
+                  c.metric, " (mean over neurons)"))
     vmax = max(c.per_layer.values(), default=0.0)
     out.table("per layer", ["layer", "neurons", c.metric, ""],
               [[l, len(c.per_neuron[l]), v, bar(v, vmax)] for l, v in c.per_layer.items()], numeric={1, 2})
@@ -33,6 +34,7 @@ def compare_cmd(
     top: Annotated[int, typer.Option("--top", help="Show the N neurons that drive the distance.")] = 10,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
+    plot: PlotOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -46,8 +48,14 @@ def compare_cmd(
     cat = open_catalog(registry)
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(a))
     c = cat.compare(a, b, metric, lay, neu, w)
-    for w in c.warnings:
-        out.warn(w)
+    for warning in c.warnings:
+        out.warn(warning)
+    if plot:
+        from vdnacli.plots import compare_figure
+
+        kind = "hist" if metric == "emd" else "gauss"
+        compare_figure(c, cat.get(a, [kind]), cat.get(b, [kind]), plot)
+        out.note(f"wrote {plot}")
     if json:
         out.emit_json({"a": a, "b": b, "metric": c.metric, "distance": c.distance, "per_layer": c.per_layer,
                        "top_neurons": [{"layer": l, "neuron": i, "distance": d} for l, i, d in c.top_neurons(top)]})
@@ -98,6 +106,7 @@ def matrix_cmd(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
+    plot: PlotOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -114,6 +123,11 @@ def matrix_cmd(
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), None, cat.registry.meta(names[0]))
     m = cat.matrix(names, metric, lay, neu, w)
     out = Output(json=json)
+    if plot:
+        from vdnacli.plots import matrix_figure
+
+        matrix_figure(names, m, metric, plot)
+        out.note(f"wrote {plot}")
     if json:
         out.emit_json({"names": names, "metric": metric, "matrix": m.tolist()})
     elif as_csv:
@@ -174,6 +188,16 @@ def rank_transfer_cmd(
                   f", Spearman rho = {ev.spearman if ev.spearman is not None else '—'}")
 
 
+def _write_sheet(out: Output, sheet, scores, source: Path, title: str) -> None:
+    from vdnacli.plots import sheet_figure
+    from vdnacli.preprocess import decode
+    from vdnacli.sources import list_images
+
+    refs = {r.name: r for r in list_images(source)}
+    sheet_figure(scores, lambda n: decode(refs[n].read_bytes()), sheet, title=title)
+    out.note(f"wrote {sheet}")
+
+
 def _render_scores(out: Output, title: str, scores, top, bottom, json: bool):
     n = len(scores)
     if top is not None or bottom is not None:
@@ -205,6 +229,7 @@ def score_cmd(
     ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Ranges file the DNA was computed with.")] = None,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
+    sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -227,6 +252,8 @@ def score_cmd(
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
+    if sheet:
+        _write_sheet(out, sheet, scores, source, f"{source.name} scored against {against}")
     _render_scores(out, f"images of {source.name} by EMD to {against} (closest first)", scores, top, bottom, json)
 
 
@@ -241,6 +268,7 @@ def similar_cmd(
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
+    sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -268,6 +296,8 @@ def similar_cmd(
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s)")
+    if sheet:
+        _write_sheet(out, sheet, scores, source, f"{source.name} by similarity to {image.name}")
     _render_scores(out, f"images of {source.name} closest to {image.name}", scores, top, bottom, json)
 
 
