@@ -148,3 +148,23 @@ def test_cli_score_and_similar_json(vdna, sample_dirs, tmp_path):
     sim = vdna("similar", ref, "--in", src, "--json").json()
     assert sim[0] == {"image": "digits-b-0000.png", "distance": 0.0}
     assert all(r["image"].startswith("digits-b") for r in sim[:5])
+
+
+def test_float32_mean_rounding_never_prunes_the_true_nearest(tmp_path):
+    """Near-tie where both stored float32 means round to 500.0: b is closer, by 5e-6."""
+    cat = Catalog(tmp_path / "reg")
+
+    def put(name, counts):
+        meta = new_meta(extractor="s", weights_sha256="w", ranges_sha256="r", layers={"l": 1}, bins=1000,
+                        preprocessing={}, kinds=["hist"])
+        meta["num_images"] = 1
+        h = np.zeros((1, 1000), dtype=np.int64)
+        for k, v in counts.items():
+            h[0, k] = v
+        cat.put(name, DNA(meta=meta, hist={"l": h}))
+
+    put("q", {0: 10})
+    put("a", {500: 99_999, 499: 1})
+    put("b", {500: 199_997, 499: 3})
+    assert cat.nearest("q", top=1) == cat.nearest("q", top=1, exact=True)
+    assert cat.nearest("q", top=1)[0][0][0] == "b"

@@ -7,7 +7,8 @@ from pathlib import Path
 from registry import EntryExistsError, validate_name
 from vdnacli.catalog import Catalog
 from vdnacli.dna import DNA, merge
-from vdnacli.errors import ConfigError
+from vdnacli import distributed
+from vdnacli.errors import ConfigError, SourceError
 from vdnacli.extractors import load_extractor
 from vdnacli.pipeline import ComputeReport, Progress, compute_dna
 from vdnacli.ranges import load_ranges
@@ -31,6 +32,9 @@ class AddRequest:
     strict: bool = False
     weights: Path | None = None
     ranges: Path | None = None
+    crop: str | None = None  # "center" or "none"; None = the extractor's default (center)
+    offline: bool = False  # download nothing (weights, Hub ranges)
+    precision: str = "fp32"  # forward-pass autocast: fp32, bf16 or fp16 (recorded in the DNA)
 
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
@@ -38,27 +42,43 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     if req.append and req.replace:
         raise ConfigError("--append and --replace cannot be combined")
     existing = None
+    stamp = False  # no check: a new entry (refused if it exists) or --replace
     if req.append:
+        stamp = catalog.registry.stamp(req.name)  # before reading: a concurrent change makes the put fail
         existing = catalog.get(req.name)
         req.extractor = existing.meta["extractor"]
         req.kinds = tuple(existing.kinds)
         req.bins = existing.meta.get("bins") or req.bins
+        req.crop = (existing.meta.get("preprocessing") or {}).get("crop") or req.crop
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
     refs = list_images(req.source, req.limit, req.seed)  # validate the source before loading a network
-    ext = load_extractor(req.extractor, req.device, req.weights)
+    rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below
+    device = distributed.device_for(rank, req.device)
+    ext = load_extractor(req.extractor, device, req.weights, offline=req.offline)
+    if rank.active:
+        distributed.init(ext.device.type)
+        refs = distributed.shard(refs, rank)
     ranges = load_ranges(req.ranges) if req.ranges else None
     skip = None
     if existing is not None and existing.image_hashes is not None:
         skip = {bytes(h) for h in existing.image_hashes}
     dna, report = compute_dna(refs, ext, req.kinds, req.bins, ranges, req.batch_size, req.workers, req.strict,
-                              skip=skip, progress=progress, name=req.name)
+                              skip=skip, progress=progress, name=req.name, crop=req.crop, precision=req.precision,
+                              allow_empty=rank.active)
+    if rank.active:
+        dna = distributed.reduce_dna(dna, ext.device)
+        report.images = distributed.reduce_int(report.images, ext.device)
+        report.duplicates = distributed.reduce_int(report.duplicates, ext.device)
+        if report.images == 0:
+            raise SourceError("no valid image in the source (all ranks)")
     dna.meta["origin"] = {"kind": "images", "source_name": Path(req.source).name, "limit": req.limit,
                           "seed": req.seed if req.limit else None}
     if existing is not None:
         dna = merge([existing, dna], name=req.name)
         dna.meta["origin"] = existing.meta.get("origin")
-    catalog.put(req.name, dna, replace=req.replace or req.append)
+    if rank.is_writer:
+        catalog.put(req.name, dna, replace=req.replace or req.append, expect=stamp)
     return dna, report
 
 
@@ -68,7 +88,8 @@ def merge_entries(catalog: Catalog, new: str, names: list[str], replace: bool = 
         raise ConfigError("give at least one DNA to merge")
     if not replace and new in catalog.registry:
         raise EntryExistsError(new)
+    stamp = catalog.registry.stamp(new) if replace and new in names else False  # merging into itself
     dna = merge([catalog.get(n) for n in names], name=new)
     dna.meta["origin"] = {"kind": "merge", "parts": list(names)}
-    catalog.put(new, dna, replace=replace)
+    catalog.put(new, dna, replace=replace, expect=stamp)
     return dna

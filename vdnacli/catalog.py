@@ -11,7 +11,8 @@ from registry import Registry, RegistryError, validate_name
 from vdnacli import dna as dna_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
-from vdnacli.errors import IncompatibleDNAError
+from vdnacli.errors import FormatError, IncompatibleDNAError
+from vdnacli.integrity import meta_problem
 from vdnacli.sketch import sketch_dna_hist
 
 
@@ -59,17 +60,21 @@ class Catalog:
         return self.registry.root
 
     # -- storage ---------------------------------------------------------------------
-    def put(self, name: str, dna: DNA, replace: bool = False) -> None:
+    def put(self, name: str, dna: DNA, replace: bool = False, expect=False) -> None:
+        """Store a DNA; `expect` (a registry.stamp(name) taken before reading it) refuses the
+        write if another process changed the entry meanwhile (read-modify-write, --append)."""
         validate_name(name)
         dna.meta["name"] = name
         arrays = dna_mod.to_arrays(dna)
         if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
-        self.registry.put(name, dna.meta, arrays, replace=replace)
+        self.registry.put(name, dna.meta, arrays, replace=replace, expect=expect)
 
     def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None) -> DNA:
         """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries)."""
         meta = self.registry.meta(name)
+        if (bad := meta_problem(meta)) is not None:  # a forged or foreign entry: one clear error
+            raise FormatError(f"entry '{name}': {bad}; run 'vdna verify'")
         keys = None
         if kinds is not None or layers is not None:
             kinds = kinds if kinds is not None else list(meta.get("kinds", []))
@@ -81,6 +86,8 @@ class Catalog:
                     keys.append(f"hist/{layer}")
                 if "gauss" in kinds and "gauss" in meta.get("kinds", []):
                     keys += [f"gauss/{layer}/{p}" for p in ("count", "sum", "sumsq")]
+                if "layer-gauss" in kinds and "layer-gauss" in meta.get("kinds", []):
+                    keys += [f"layer_gauss/{layer}/{p}" for p in ("count", "sum", "outer")]
             meta = dict(meta, kinds=[k for k in meta.get("kinds", []) if k in kinds])
         _, arrays = self.registry.read(name, keys=keys)
         d = dna_mod.from_arrays(meta, arrays, only_layers=layers)
@@ -144,7 +151,7 @@ class Catalog:
                 continue
             try:
                 d = compare(query, self.get(other, [kind]), metric, sel, weights)
-            except (IncompatibleDNAError, RegistryError):
+            except (IncompatibleDNAError, FormatError, RegistryError):
                 skipped.append(other)
                 continue
             results.append((other, d.distance))

@@ -9,9 +9,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from vdnacli.dna import DNA, KINDS, Gaussian, images_digest, new_meta
+from vdnacli.dna import DNA, KINDS, Gaussian, LayerGaussian, images_digest, new_meta
 from vdnacli.errors import ConfigError, ImageDecodeError, SourceError, VdnaError
-from vdnacli.extractors.loaded import Extractor, packaged_ranges
+from vdnacli.extractors.loaded import Extractor, default_ranges
 from vdnacli.preprocess import decode, prepare
 from vdnacli.ranges import ActivationRanges
 from vdnacli.sources import ImageRef
@@ -51,6 +51,8 @@ class _ImageDataset:
             arr = prepare(decode(data), self.size, self.crop, self.interpolation)
         except ImageDecodeError as e:
             return i, None, digest, str(e)
+        except (ValueError, MemoryError, OSError) as e:  # one odd image must not end the run
+            return i, None, digest, f"cannot preprocess: {type(e).__name__}: {str(e)[:200]}"
         return i, arr, digest, None
 
 
@@ -67,8 +69,13 @@ def iter_batches(
     skip: set[bytes] | None = None,
     report: ComputeReport | None = None,
     progress: Progress | None = None,
+    crop: str | None = None,
+    precision: str = "fp32",
 ) -> Iterator[tuple[dict, list[bytes], list[int]]]:
-    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by batch."""
+    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by batch.
+
+    `crop`: "center" (square centre crop, the paper's) or "none" (squash); default: the spec's.
+    """
     import torch
 
     from vdnacli.preprocess import normalise
@@ -78,7 +85,9 @@ def iter_batches(
     if workers < 0:
         raise ConfigError("--workers must be 0 or more")
     spec = extractor.spec
-    ds = _ImageDataset(list(refs), spec.input_size, spec.crop, spec.interpolation)
+    crop = check_crop(crop or spec.crop)
+    autocast_dtype = check_precision(precision)
+    ds = _ImageDataset(list(refs), spec.input_size, crop, spec.interpolation)
     cuda = extractor.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         ds,
@@ -111,7 +120,8 @@ def iter_batches(
                 if cuda:
                     x = x.pin_memory().to(extractor.device, non_blocking=True)
                 x = normalise(x, spec.mean, spec.std)
-                feats = extractor(x)
+                with torch.autocast(extractor.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    feats = extractor(x)
                 report.images += len(arrays)
                 yield feats, digests, indices
             if progress:
@@ -169,6 +179,52 @@ class _GaussAccumulator:
         return {l: Gaussian(self.count, self.sum[l].cpu().numpy(), self.sumsq[l].cpu().numpy()) for l in self.sum}
 
 
+class _LayerGaussAccumulator:
+    """Per layer: count, sum [C] and sum of outer products [C, C] (float64) of the per-image
+    spatially averaged activations (FID's statistics, kept as mergeable sums)."""
+
+    def __init__(self, extractor: Extractor):
+        import torch
+
+        dev = extractor.device
+        self.count = 0
+        self.sum = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+        self.outer = {l: torch.zeros((n, n), dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+
+    def update(self, feats: dict) -> None:
+        import torch
+
+        for layer, acts in feats.items():
+            m = acts.to(torch.float64).mean(dim=2)  # [B, C]
+            self.sum[layer] += m.sum(0)
+            self.outer[layer] += m.T @ m
+        self.count += next(iter(feats.values())).shape[0]
+
+    def result(self) -> dict[str, LayerGaussian]:
+        return {l: LayerGaussian(self.count, self.sum[l].cpu().numpy(), self.outer[l].cpu().numpy()) for l in self.sum}
+
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str):
+    """The autocast dtype of a precision name (None for fp32)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+CROPS = ("center", "none")
+
+
+def check_crop(crop: str) -> str:
+    if crop not in CROPS:
+        raise ConfigError(f"unknown crop '{crop}'; choose from {', '.join(CROPS)}")
+    return crop
+
+
 def compute_dna(
     refs: Sequence[ImageRef],
     extractor: Extractor,
@@ -181,36 +237,49 @@ def compute_dna(
     skip: set[bytes] | None = None,
     progress: Progress | None = None,
     name: str | None = None,
+    crop: str | None = None,
+    precision: str = "fp32",
+    allow_empty: bool = False,
 ) -> tuple[DNA, ComputeReport]:
-    """One pass over the images produces every requested kind."""
+    """One pass over the images produces every requested kind.
+
+    Histograms use `ranges`, else the extractor's default ranges (packaged, or upstream's on
+    the Hub, fetched unless the extractor was loaded offline).
+    """
     kinds = list(dict.fromkeys(kinds))
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
         raise ConfigError(f"unknown kind {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
     if not 2 <= bins <= 100_000:
         raise ConfigError("--bins must be between 2 and 100000")
-    if not refs:
+    if not refs and not allow_empty:
         raise SourceError("no images to process")
     spec = extractor.spec
     if "hist" in kinds:
-        ranges = ranges or packaged_ranges(spec)
+        ranges = ranges or default_ranges(spec, extractor.offline)
         if ranges is None:
-            raise VdnaError(f"no activation ranges for '{spec.name}'; run 'vdna calibrate' first")
+            raise VdnaError(f"no activation ranges for '{spec.name}'; run 'vdna calibrate {spec.name} FOLDER... "
+                            "--out ranges.json' and pass --ranges ranges.json (or use --kind gauss / layer-gauss)")
         if ranges.layers() != dict(spec.layers):
             raise VdnaError(f"activation ranges do not match the layers of '{spec.name}'")
     report = ComputeReport()
     hist = _HistAccumulator(extractor, ranges, bins) if "hist" in kinds else None
     gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
+    layer_gauss = _LayerGaussAccumulator(extractor) if "layer-gauss" in kinds else None
+    crop = check_crop(crop or spec.crop)
     hashes: list[bytes] = []
     start = time.perf_counter()
-    for feats, digests, _ in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress):
+    for feats, digests, _ in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress, crop,
+                                          precision):
         if hist:
             hist.update(feats)
         if gauss:
             gauss.update(feats)
+        if layer_gauss:
+            layer_gauss.update(feats)
         hashes.extend(digests)
     report.seconds = time.perf_counter() - start
-    if report.images == 0:
+    if report.images == 0 and not allow_empty:
         if report.duplicates and not report.failed:
             raise SourceError("every image is already counted in this DNA; nothing to add")
         reasons = "; ".join(f"{n}: {r}" for n, r in report.failed[:3])
@@ -221,10 +290,13 @@ def compute_dna(
         ranges_sha256=ranges.sha256() if "hist" in kinds else None,
         layers=dict(spec.layers),
         bins=bins,
-        preprocessing=spec.preprocessing(),
+        preprocessing=spec.preprocessing(crop),
         kinds=kinds,
+        precision=precision,
     )
     sorted_hashes = np.unique(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 16), axis=0)
+    if report.images == 0:  # an empty shard of a distributed run: zero counts
+        sorted_hashes = np.zeros((0, 16), dtype=np.uint8)
     meta["num_images"] = report.images
     meta["images_sha256"] = images_digest(sorted_hashes)
     if name:
@@ -233,6 +305,7 @@ def compute_dna(
         meta=meta,
         hist=hist.result() if hist else None,
         gauss=gauss.result() if gauss else None,
+        layer_gauss=layer_gauss.result() if layer_gauss else None,
         image_hashes=sorted_hashes,
     )
     return dna, report
@@ -245,6 +318,7 @@ def calibrate(
     batch_size: int = 32,
     workers: int = 0,
     progress: Progress | None = None,
+    crop: str | None = None,
 ) -> tuple[ActivationRanges, ComputeReport]:
     """Track every neuron's min and max over several image sets (paper A.2)."""
     import torch
@@ -254,7 +328,7 @@ def calibrate(
     report = ComputeReport()
     start = time.perf_counter()
     for _, refs in sources:
-        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress):
+        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress, crop):
             for layer, acts in feats.items():
                 a = acts.float().transpose(0, 1).reshape(acts.shape[1], -1)
                 ranges.update(layer, a.amin(1).cpu().numpy(), a.amax(1).cpu().numpy())

@@ -16,7 +16,7 @@ import numpy as np
 from registry import RegistryError
 from registry.index import SideIndex
 from vdnacli.distances import compare, make_selection
-from vdnacli.errors import IncompatibleDNAError
+from vdnacli.errors import FormatError, IncompatibleDNAError
 from vdnacli.sketch import QUANTILES, combined_bound, mean_bound, sketch_dna_hist
 
 _CHUNK = 32
@@ -37,6 +37,12 @@ def _compat_rows(catalog, meta_of):
         return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", []))}
 
     return compute
+
+
+def _beyond(kth: float) -> float:
+    """Prune only what is clearly worse than the K-th best: the exact EMD itself carries
+    float64 rounding, so a bound equal to it up to rounding must not prune."""
+    return kth * (1 + 1e-9) + 1e-12
 
 
 def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=None, stats=None, weights=None):
@@ -71,13 +77,18 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
             _, arrays = catalog.registry.read(n, keys=["sketch/mean", "sketch/quantiles"])
             return {"mean": arrays["sketch/mean"], "quantiles": arrays["sketch/quantiles"]}
         except RegistryError:
-            d = catalog.get(n, ["hist"])
+            try:
+                d = catalog.get(n, ["hist"])
+            except (FormatError, RegistryError):  # a damaged or forged entry: skipped, not fatal
+                return None
             m, q = sketch_dna_hist(d.hist)
             return {"mean": m, "quantiles": q}
 
     srow = sindex.sync(comparable, sketch_of)
+    skipped = sorted(set(skipped) | {n for n in comparable if n not in srow})
     comparable = [n for n in comparable if n in srow]
-    qmean, qquant = sketch_dna_hist(query.hist)
+    stored = sketch_of(name)  # the query's own stored sketch (computed only for old entries)
+    qmean, qquant = stored["mean"], stored["quantiles"]
     offsets = np.cumsum([0] + list(query.layers.values()))
     starts = dict(zip(query.layers, offsets[:-1]))
     cols = np.concatenate([starts[l] + (idx if idx is not None else np.arange(query.layers[l])) for l, idx in sel.items()])
@@ -98,18 +109,18 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     wanted_layers = list(sel)
     for start in range(0, len(order), _CHUNK):
         chunk = order[start : start + _CHUNK]
-        if len(results) >= top and lb1[chunk[0]] > kth:
+        if len(results) >= top and lb1[chunk[0]] > _beyond(kth):
             break
         quants = sindex.read("quantiles", [srow[comparable[i]] for i in chunk])
         stats["quantile_reads"] += len(chunk)
         lb2 = combined_bound(qmean, qquant, means[chunk], quants, w, cols)
         for j in np.argsort(lb2, kind="stable"):
-            if len(results) >= top and lb2[j] > kth:
+            if len(results) >= top and lb2[j] > _beyond(kth):
                 continue
             other = comparable[chunk[j]]
             try:
                 d = compare(query, catalog.get(other, ["hist"], wanted_layers), "emd", sel, weights).distance
-            except (IncompatibleDNAError, RegistryError):
+            except (IncompatibleDNAError, FormatError, RegistryError):
                 skipped.append(other)
                 continue
             stats["exact"] += 1

@@ -39,16 +39,31 @@ def sketch_dna_hist(hist: dict[str, np.ndarray], q: int = QUANTILES) -> tuple[np
     return np.concatenate([m for m, _ in parts]), np.concatenate([x for _, x in parts])
 
 
+def _mean_gap(qmean: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """|mu1 - mu2| minus the worst float32 rounding of the two stored means (never above the
+    true gap: each mean is within |mu| * 2^-24 of its exact value; we allow twice that)."""
+    q = qmean.astype(np.float64)
+    m = means.astype(np.float64)
+    slack = (np.abs(q) + np.abs(m)) * 2.0**-22 + 1e-9
+    return np.maximum(np.abs(m - q) - slack, 0.0)
+
+
 def mean_bound(qmean: np.ndarray, means: np.ndarray, w: np.ndarray | None = None,
-               cols: np.ndarray | None = None) -> np.ndarray:
+               cols: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
     """Per-entry lower bound of EMD_W (Eq. 5, weights w >= 0 over the selected neurons)
-    from the neuron means [E, N]; w = 1/N gives EMD_avg."""
+    from the neuron means [E, N]; w = 1/N gives EMD_avg. Works in row chunks so memory
+    stays a small multiple of one chunk."""
     if cols is not None:
-        means = means[:, cols]
         qmean = qmean[cols]
-    lb = np.abs(means.astype(np.float64) - qmean.astype(np.float64)) - 1e-6  # float32 means: stay safe
-    w = np.full(lb.shape[1], 1.0 / lb.shape[1]) if w is None else w
-    return np.maximum(lb, 0.0) @ w
+    n = qmean.shape[0]
+    w = np.full(n, 1.0 / n) if w is None else np.asarray(w, dtype=np.float64)
+    out = np.empty(means.shape[0])
+    for start in range(0, means.shape[0], chunk):
+        block = means[start : start + chunk]
+        if cols is not None:
+            block = block[:, cols]
+        out[start : start + chunk] = _mean_gap(qmean, block) @ w
+    return out
 
 
 def quantile_bound_neurons(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
@@ -65,6 +80,6 @@ def combined_bound(qmean, qquant, means, quants, w=None, cols=None) -> np.ndarra
     if cols is not None:
         qmean, qquant, means, quants = qmean[cols], qquant[cols], means[:, cols], quants[:, cols]
     lq = quantile_bound_neurons(qquant, quants)
-    lm = np.abs(means.astype(np.float64) - qmean.astype(np.float64)) - 1e-6
+    lm = _mean_gap(qmean, means)
     w = np.full(lq.shape[-1], 1.0 / lq.shape[-1]) if w is None else w
-    return np.maximum(np.maximum(lq, lm), 0.0) @ w
+    return np.maximum(lq, lm) @ w

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, settings, split_csv
-from vdnacli.cli.options import JsonOpt, QuietOpt, RegistryOpt
+from vdnacli.cli.options import CropOpt, JsonOpt, OfflineOpt, QuietOpt, RegistryOpt, WeightsOpt
 from vdnacli.cli.output import Output
 
 
@@ -37,15 +37,19 @@ def add_cmd(
     name: Annotated[str, typer.Argument(help="Entry name in the registry.")],
     source: Annotated[Path, typer.Argument(help="Folder (recursive), image, .txt list of paths, or .zip.")],
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Feature extractor (see 'vdna extractors').")] = None,
-    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="hist and/or gauss (repeatable or comma-separated).")] = None,
+    kind: Annotated[Optional[list[str]], typer.Option("--kind", help="hist, gauss and/or layer-gauss, computed in one pass "
+                                                      "(repeatable or comma-separated).")] = None,
     bins: Annotated[Optional[int], typer.Option("--bins", help="Histogram bins per neuron.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use a random subset of N images.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the --limit subset.")] = 0,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per forward pass.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local weight file instead of the default.")] = None,
-    ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file (from 'vdna calibrate').")] = None,
+    weights: WeightsOpt = None,
+    offline: OfflineOpt = False,
+    crop: CropOpt = None,
+    precision: Annotated[str, typer.Option("--precision", help="Forward pass precision: fp32, bf16 or fp16 (recorded).")] = "fp32",
+    ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file ('vdna calibrate', or upstream's JSON).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
     append: Annotated[bool, typer.Option("--append", help="Add new images to an existing DNA (skips ones already counted).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
@@ -55,18 +59,27 @@ def add_cmd(
 ):
     """Compute the DNA of an image source and store it under NAME.
 
-    Example: vdna add cityscapes ./cityscapes --limit 2000 --seed 1
+    Example: vdna add cityscapes ./cityscapes --limit 2000 --seed 1 --kind hist,layer-gauss
+
+    On several GPUs or processes: torchrun --nproc-per-node 4 -m vdnacli add NAME SOURCE
     """
     from vdnacli.build import AddRequest, add
 
-    s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins)
+    s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins,
+                 offline=offline or None)
     out = Output(json=json, quiet=quiet)
     cat = open_catalog(s.registry)
     req = AddRequest(name=name, source=source, extractor=s.extractor, kinds=tuple(split_csv(kind) or ["hist"]),
                      bins=s.bins, limit=limit, seed=seed, device=s.device, batch_size=s.batch_size, workers=s.workers,
-                     replace=replace, append=append, strict=strict, weights=weights, ranges=ranges)
-    with progress_bar(not quiet and not json, f"DNA {name}") as update:
+                     replace=replace, append=append, strict=strict, weights=weights, ranges=ranges,
+                     crop=crop, offline=s.offline, precision=precision)
+    from vdnacli import distributed
+
+    writer = distributed.current().is_writer  # under torchrun only rank 0 reports
+    with progress_bar(not quiet and not json and writer, f"DNA {name}") as update:
         dna, report = add(cat, req, progress=update)
+    if not writer:
+        return
     failed = [{"image": n, "reason": r} for n, r in report.failed]
     if json:
         out.emit_json({"name": name, "num_images": dna.num_images, "added_images": report.images,
@@ -110,22 +123,26 @@ def calibrate_cmd(
     margin: Annotated[float, typer.Option("--margin", help="Widen each range by this fraction of its width.")] = 0.2,
     device: Annotated[Optional[str], typer.Option("--device")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers")] = None,
+    weights: WeightsOpt = None,
+    offline: OfflineOpt = False,
+    crop: CropOpt = None,
     quiet: QuietOpt = False,
     json: JsonOpt = False,
 ):
     """Measure per-neuron activation ranges over image sets (paper A.2).
 
     Example: vdna calibrate efficientnet-lite0 ./set1 ./set2 --out lite0-ranges.json
+    (upstream's activation_ranges.json files: 'vdna ranges import').
     """
     from vdnacli.extractors import load_extractor
     from vdnacli.pipeline import calibrate
     from vdnacli.sources import list_images
 
-    s = settings(device=device, workers=workers)
+    s = settings(device=device, workers=workers, offline=offline or None)
     srcs = [(p.name, list_images(p)) for p in sources]
-    ext = load_extractor(extractor, s.device)
+    ext = load_extractor(extractor, s.device, weights, offline=s.offline)
     with progress_bar(not quiet and not json, "calibrating") as update:
-        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update)
+        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update, crop=crop)
     ranges.save(out_path)
     out = Output(json=json, quiet=quiet)
     if json:
@@ -172,7 +189,81 @@ def demo_cmd(
         raise typer.Exit(1)
 
 
+def samples_cmd(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the sample image sets into.")],
+    per_half: Annotated[int, typer.Option("--per-half", help="Images in each half of each source.", min=1)] = 50,
+    json: JsonOpt = False,
+):
+    """Write real sample images that install offline (digits, LFW faces, photo crops) as PNG folders.
+
+    Six folders: digits-a/b, faces-a/b, photos-a/b (disjoint halves of each source).
+    Example: vdna samples ./samples && vdna add faces-a ./samples/faces-a
+    """
+    from vdnacli import samples
+
+    paths = samples.write_demo_sets(out_dir, per_half)
+    out = Output(json=json)
+    counts = {n: len(list(p.glob("*.png"))) for n, p in paths.items()}
+    if json:
+        out.emit_json({n: {"path": str(p), "images": counts[n]} for n, p in paths.items()})
+    else:
+        out.table(f"sample images in {out_dir}", ["set", "images", "folder"],
+                  [[n, counts[n], str(p)] for n, p in paths.items()], numeric={1})
+
+
+ranges_app = typer.Typer(help="Activation ranges files: import upstream's, inspect.", no_args_is_help=True)
+
+
+@ranges_app.command("import")
+def ranges_import_cmd(
+    path: Annotated[Path, typer.Argument(help="Upstream activation_ranges.json (or one of our ranges files).")],
+    extractor: Annotated[str, typer.Option("--extractor", "-e", help="Extractor the ranges belong to.")],
+    out_path: Annotated[Path, typer.Option("--out", help="Ranges file to write (our versioned JSON).")],
+    json: JsonOpt = False,
+):
+    """Convert upstream vdna's activation_ranges.json into a versioned ranges file, checked against
+    the extractor's layers. Upstream's margin rule (min and max x 1.2) is kept, so DNAs match upstream's.
+
+    Example: vdna ranges import activation_ranges.json -e mugs-vit-b16 --out mugs-b16-ranges.json
+    """
+    from vdnacli.extractors.loaded import import_ranges
+
+    r = import_ranges(path, extractor, out_path)
+    out = Output(json=json)
+    info = {"extractor": extractor, "out": str(out_path), "margin_rule": r.rule, "margin": r.margin,
+            "layers": len(r.mins), "neurons": sum(r.layers().values()), "sha256": r.sha256()}
+    if json:
+        out.emit_json(info)
+    else:
+        out.print(f"wrote {out_path}: {info['layers']} layers, {info['neurons']} neurons, rule {r.rule}, "
+                  f"sha256 {info['sha256'][:12]}")
+
+
+@ranges_app.command("show")
+def ranges_show_cmd(
+    path: Annotated[Path, typer.Argument(help="A ranges file (ours or upstream's).")],
+    json: JsonOpt = False,
+):
+    """Show a ranges file: extractor, margin rule, layers, images, and the sha256 DNAs record.
+
+    Example: vdna ranges show lite0-ranges.json
+    """
+    from vdnacli.ranges import load_ranges
+
+    r = load_ranges(path)
+    out = Output(json=json)
+    info = {"extractor": r.extractor, "margin_rule": r.rule, "margin": r.margin, "images": r.images,
+            "sources": list(r.sources), "layers": r.layers(), "sha256": r.sha256()}
+    if json:
+        out.emit_json(info)
+        return
+    out.print(f"{path}: {r.extractor}, rule {r.rule} (margin {r.margin}), {r.images} images, sha256 {info['sha256']}")
+    out.table("layers", ["layer", "neurons"], [[l, n] for l, n in info["layers"].items()], numeric={1})
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(ranges_app, name="ranges")
+    app.command("samples")(samples_cmd)
     app.command("add")(add_cmd)
     app.command("merge")(merge_cmd)
     app.command("calibrate")(calibrate_cmd)

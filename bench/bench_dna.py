@@ -1,0 +1,173 @@
+"""DNA computation throughput, side by side in one run (issue: fast computation).
+
+For each extractor x device x precision x batch size it reports
+  forward  images/s of the bare forward pass (preprocessed tensors already on the device)
+  dna      images/s of forward + histogram counting of every neuron (our fused path:
+           Triton on CUDA, one vectorised bincount per layer on CPU)
+  ratio    dna / forward (1.0 = counting is free)
+  upstream images/s with upstream vdna 0.1.1's scheme: one torch.histc per neuron (optional)
+and the end-to-end `vdna add` throughput (decode + resize + forward + counting) on a folder
+of JPEGs written by the script.
+
+  python bench/bench_dna.py                       # CPU, efficientnet-lite0, fp32
+  python bench/bench_dna.py --device cuda --precision fp32 bf16 --batch 128 --extractors efficientnet-lite0 rand-resnet50
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vdnacli.extractors import get_spec, load_extractor
+from vdnacli.extractors.loaded import packaged_ranges
+from vdnacli.kernels import bin_params, histogram_counts
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _counter(dev):
+    if dev.type == "cuda":
+        try:
+            from vdnacli.kernels_triton import histogram_counts_triton
+
+            return histogram_counts_triton, "triton"
+        except ImportError:
+            pass
+    return histogram_counts, "bincount"
+
+
+def _upstream_counts(acts, lo, scale, bins):
+    """Upstream's scheme: normalise, clamp, then one torch.histc per neuron."""
+    x = (acts.float() - lo.view(1, -1, 1)) * scale.view(1, -1, 1) / bins * 2 - 1
+    x = x.clamp(-1, 1)
+    out = torch.empty((acts.shape[1], bins), dtype=torch.int64, device=acts.device)
+    for c in range(acts.shape[1]):
+        out[c] = torch.histc(x[:, c].flatten(), bins=bins, min=-1, max=1).long()
+    return out
+
+
+def _ranges_params(ext, bins):
+    r = packaged_ranges(ext.spec)
+    params = {}
+    for layer, n in ext.spec.layers:
+        if r is not None:
+            lo, scale = bin_params(*r.interval(layer), bins)
+        else:  # extractors without packaged ranges: a fixed [-10, 10] interval (timing only)
+            lo, scale = bin_params(np.full(n, -10.0), np.full(n, 10.0), bins)
+        params[layer] = (torch.from_numpy(lo).to(ext.device), torch.from_numpy(scale).to(ext.device))
+    return params
+
+
+def measure(ext, batch, precision, bins, iters, upstream):
+    dev = ext.device
+    size = ext.spec.input_size
+    x = torch.randn(batch, 3, size, size, device=dev)
+    dtype = DTYPES[precision]
+    params = _ranges_params(ext, bins)
+    count, how = _counter(dev)
+
+    def forward():
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            return ext(x)
+
+    def run(fn, n):
+        with torch.inference_mode():
+            fn()
+            _sync(dev)
+            t = time.perf_counter()
+            for _ in range(n):
+                fn()
+            _sync(dev)
+            return n * batch / (time.perf_counter() - t)
+
+    def dna():
+        feats = forward()
+        for layer, acts in feats.items():
+            count(acts, *params[layer], bins)
+
+    def dna_upstream():
+        feats = forward()
+        for layer, acts in feats.items():
+            _upstream_counts(acts, *params[layer], bins)
+
+    fwd = run(forward, iters)
+    ours = run(dna, iters)
+    up = run(dna_upstream, max(1, iters // 2)) if upstream else None
+    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": how}
+
+
+def write_jpegs(folder: Path, n: int, megapixels: float) -> Path:
+    from PIL import Image
+
+    from vdnacli import samples
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [p for p in samples.photos() if p.ndim == 3]
+    w = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    h = int(w * 3 / 4)
+    for i in range(n):
+        img = Image.fromarray(photos[i % len(photos)]).resize((w, h), Image.Resampling.BILINEAR)
+        img.save(folder / f"{i:05d}.jpg", quality=90)
+    return folder
+
+
+def end_to_end(extractor, device, n_images, megapixels, workers, batch):
+    from vdnacli.build import AddRequest, add
+    from vdnacli.catalog import Catalog
+
+    tmp = Path(tempfile.mkdtemp(prefix="vdna-bench-"))
+    folder = write_jpegs(tmp / "jpegs", n_images, megapixels)
+    cat = Catalog(tmp / "reg")
+    t = time.perf_counter()
+    _, report = add(cat, AddRequest(name="bench", source=folder, extractor=extractor, device=device,
+                                    batch_size=batch, workers=workers))
+    return report.images / (time.perf_counter() - t)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--extractors", nargs="+", default=["efficientnet-lite0"])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
+    ap.add_argument("--batch", nargs="+", type=int, default=[32])
+    ap.add_argument("--bins", type=int, default=1000)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--upstream", action="store_true", help="also time upstream's per-neuron histc loop")
+    ap.add_argument("--e2e-images", type=int, default=128, help="JPEGs for the end-to-end add (0: skip)")
+    ap.add_argument("--e2e-megapixels", type=float, default=2.0)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args(argv)
+
+    dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
+    print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n")
+    print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s | counter |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.extractors:
+        get_spec(name)
+        ext = load_extractor(name, args.device)
+        for precision in args.precision:
+            for batch in args.batch:
+                r = measure(ext, batch, precision, args.bins, args.iters, args.upstream)
+                up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
+                print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
+                      f"{r['ratio']:.3f} | {up} | {r['counter']} |", flush=True)
+    if args.e2e_images:
+        for name in args.extractors:
+            ips = end_to_end(name, args.device, args.e2e_images, args.e2e_megapixels, args.workers, args.batch[0])
+            print(f"\nend to end `vdna add` ({name}, {args.e2e_images} JPEGs of {args.e2e_megapixels} MP, "
+                  f"{args.workers} workers, batch {args.batch[0]}): {ips:.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()
