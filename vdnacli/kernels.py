@@ -39,13 +39,19 @@ def reference_counts(acts: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: 
 def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int) -> torch.Tensor:
     """Counts [neurons, bins] (int64) of activations [batch, neurons, positions].
 
-    One vectorised pass: normalise, bin, offset each neuron's bins, one bincount.
+    One vectorised pass: normalise, bin, offset each neuron's bins, one bincount. The
+    offset is added in float32 while every index is exactly representable (< 2^24), so the
+    indices stay int32 and the work stays in a single reused buffer.
     """
     b, n, s = acts.shape
-    x = acts.float()
-    if torch.isnan(x).any():
+    if torch.isnan(acts).any():
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
-    t = (x - lo.view(1, n, 1)) * scale.view(1, n, 1)
-    k = torch.floor(t).clamp_(0, bins - 1).to(torch.int64)
-    k += (torch.arange(n, device=acts.device, dtype=torch.int64) * bins).view(1, n, 1)
-    return torch.bincount(k.view(-1), minlength=n * bins).view(n, bins)
+    t = torch.sub(acts.float(), lo.view(1, n, 1))
+    t.mul_(scale.view(1, n, 1)).floor_().clamp_(0, bins - 1)
+    if n * bins < 2**24:
+        t.add_((torch.arange(n, device=acts.device, dtype=torch.float32) * bins).view(1, n, 1))
+        k = t.to(torch.int32)
+    else:
+        k = t.to(torch.int64)
+        k += (torch.arange(n, device=acts.device, dtype=torch.int64) * bins).view(1, n, 1)
+    return torch.bincount(k.view(-1), minlength=n * bins).view(n, bins).to(torch.int64)
