@@ -216,7 +216,9 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for layer in dna.layers:
         if dna.hist is not None:
-            arrays[f"hist/{layer}"] = np.asarray(dna.hist[layer], dtype=np.int64)
+            h = np.asarray(dna.hist[layer])
+            # int32 on disk while counts fit (half the bytes to read back); int64 in memory
+            arrays[f"hist/{layer}"] = h.astype(np.int32 if h.max(initial=0) < 2**31 else np.int64)
         if dna.gauss is not None:
             g = dna.gauss[layer]
             arrays[f"gauss/{layer}/count"] = np.asarray([g.count], dtype=np.int64)

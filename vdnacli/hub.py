@@ -947,7 +947,7 @@ network, the distribution of its activations over a set of images. Published wit
 {pull_one}  # one of them
 ```
 
-`{DNA_DIR}/<name>.h5` are vdna registry entries (HDF5: per-layer int64 histograms `hist/<layer>` and/or
+`{DNA_DIR}/<name>.h5` are vdna registry entries (HDF5: per-layer integer histograms `hist/<layer>` and/or
 Gaussian sums `gauss/<layer>/*`, JSON metadata in the `meta` attribute, sha256 of every array in `checksums`);
 `{MASK_DIR}/<name>.h5` are neuron masks in the same format. They hold no images and no file names: only
 counts, and 16-byte truncated sha256 hashes of the image files (`images/hashes`, to avoid counting an image
