@@ -283,7 +283,7 @@ def worker_scan(spec: dict) -> dict:
 
     if hasattr(sidx, "_write_segment"):
         # Segmented index (index/<key>/seg-*.h5): one segment written by SideIndex itself.
-        from registry.index import entry_stamp
+        from registry.layout import entry_stamp
 
         stamps = np.array([entry_stamp(reg.entries_dir / f"{n}.h5") for n in names], dtype=np.int64)
         sidx.dir.mkdir(parents=True, exist_ok=True)

@@ -35,6 +35,7 @@ import h5py
 import numpy as np
 
 from registry.errors import RegistryError
+from registry.layout import Stamp, entry_stamp
 from registry.lock import FileLock
 
 _NAME_DTYPE = "S128"
@@ -44,18 +45,6 @@ _SEG_RE = re.compile(r"^seg-(\d{12})\.h5$")
 _MAX_SEGMENTS = 24
 _COPY_ROWS = 4096  # rows per block when merging segments (bounded memory)
 _LOCK_TIMEOUT = 15.0  # an index write is an optimisation: do not wait long for it
-
-Stamp = tuple[int, int, int, int]
-
-
-def entry_stamp(path: Path) -> Stamp | None:
-    """(inode, size, mtime_ns, ctime_ns) of an entry file; every write renames a new inode in."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
 
 class _Segment:
     """One segment: an open read-only HDF5 file, or rows held in memory."""

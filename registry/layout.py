@@ -37,6 +37,19 @@ def array_sha256(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+Stamp = tuple[int, int, int, int]
+
+
+def entry_stamp(path: Path) -> Stamp | None:
+    """(inode, size, mtime_ns, ctime_ns): the identity of one version of an entry file (every
+    write renames a new inode into place); None when the file is absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a complete entry file and fsync it (the caller renames it into place)."""
     checksums = {}

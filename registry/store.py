@@ -63,15 +63,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _stamp(path: Path) -> tuple[int, int, int, int] | None:
-    """Identity of one version of an entry file: each write is a new inode renamed into place."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
-
-
 class Registry:
     """Named entries of (meta dict, arrays) in a local directory."""
 
@@ -156,7 +147,7 @@ class Registry:
     def stamp(self, name: str) -> tuple[int, int, int, int] | None:
         """Version token of an entry (None when absent); pass it to put(expect=...) to
         refuse the write if another process changed the entry meanwhile (read-modify-write)."""
-        return _stamp(self._path(name))
+        return layout.entry_stamp(self._path(name))
 
     def iter_meta(self) -> Iterator[tuple[str, dict | None, str | None]]:
         """Yield (name, meta, problem) for every entry; unreadable entries carry a problem."""
@@ -204,7 +195,7 @@ class Registry:
                 with self._lock():
                     self._recover()
                     for n in names:
-                        if expect is not None and n in expect and _stamp(self._path(n)) != expect[n]:
+                        if expect is not None and n in expect and layout.entry_stamp(self._path(n)) != expect[n]:
                             raise EntryChangedError(n)
                         if not replace and self._path(n).exists():
                             raise EntryExistsError(n)

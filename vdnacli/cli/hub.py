@@ -41,11 +41,8 @@ def pull_cmd(
     s = settings(registry=registry, offline=True if offline else None)
     report = pull(Catalog(s.registry), repo_id, path=path, name=name, revision=revision, repo_type=repo_type,
                   offline=s.offline, replace=replace)
-    out = Output(json=json)
-    for w in report.warnings:
-        out.warn(w)
+    out = _emit_report(report, json)
     if json:
-        out.emit_json(report.as_dict())
         return
     where = "the cache" if report.from_cache else "the Hub"
     out.print(f"pulled {len(report.entries)} entr{'y' if len(report.entries) == 1 else 'ies'} from {report.repo_type} "
@@ -90,17 +87,24 @@ def push_cmd(
                               "offline in vdna.yaml): turn it off and push again")
     report = push(Catalog(s.registry), name, repo_id, private=private, revision=revision,
                   include_filenames=include_filenames, with_masks=with_masks, repo_type=repo_type)
-    out = Output(json=json)
-    for w in report.warnings:
-        out.warn(w)
+    out = _emit_report(report, json)
     if json:
-        out.emit_json(report.as_dict())
         return
     out.print(f"pushed {name} to {report.url} ({report.revision} @ {report.commit[:12]}"
               f"{', new repo' if report.created else ''})")
     out.table(None, ["file", "sha256"], [[p, h] for p, h in report.files.items()])
     if report.dropped:
         out.note(f"kept private: {', '.join(report.dropped)}")
+
+
+def _emit_report(report, json: bool) -> Output:
+    """Warnings on stderr, then the report as JSON when asked; the caller prints the summary line."""
+    out = Output(json=json)
+    for w in report.warnings:
+        out.warn(w)
+    if json:
+        out.emit_json(report.as_dict())
+    return out
 
 
 def register(app: typer.Typer) -> None:
