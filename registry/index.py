@@ -63,7 +63,13 @@ class _Segment:
         ds = self.file[field]
         if local.size > ds.shape[0] // 4:
             return ds[()][local]
-        return ds[local]
+        # One slice per run of consecutive rows: h5py's point selection (ds[list]) builds a
+        # union of hyperslabs and is ~20x slower than reading the same rows slice by slice.
+        out = np.empty((local.size, *ds.shape[1:]), dtype=ds.dtype)
+        breaks = np.flatnonzero(np.diff(local) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, local.size]):
+            ds.read_direct(out, np.s_[local[a] : local[a] + (b - a)], np.s_[a:b])
+        return out
 
     def close(self) -> None:
         if self.file is not None:

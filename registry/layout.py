@@ -166,25 +166,56 @@ def _plain_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
     return ds
 
 
+def _read_array(f: h5py.File, key: str, path: Path, checksums: dict | None) -> np.ndarray:
+    arr = _plain_dataset(f, key, path)[()]
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in _ALLOWED_KINDS:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} has unsupported type")
+    if checksums is not None and checksums.get(key) != array_sha256(arr):
+        what = "has no checksum" if key not in checksums else "checksum mismatch"
+        raise CorruptEntryError(f"{path.name}: {what} in {key!r}")
+    return arr
+
+
 def _read_entry(path: Path, keys, verify: bool) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
-        checksums = _json_attr(f, "checksums", path) if verify else {}
+        checksums = _json_attr(f, "checksums", path) if verify else None
         wanted = list(keys) if keys is not None else _dataset_paths(f)
         if verify and keys is None:
             missing = sorted(set(checksums) - set(wanted))
             if missing:
                 raise CorruptEntryError(f"{path.name}: dataset {missing[0]!r} is missing")
-        arrays = {}
-        for key in wanted:
-            arr = _plain_dataset(f, key, path)[()]
-            if not isinstance(arr, np.ndarray) or arr.dtype.kind not in _ALLOWED_KINDS:
-                raise CorruptEntryError(f"{path.name}: dataset {key!r} has unsupported type")
-            if verify and checksums.get(key) != array_sha256(arr):
-                what = "has no checksum" if key not in checksums else "checksum mismatch"
-                raise CorruptEntryError(f"{path.name}: {what} in {key!r}")
-            arrays[key] = arr
-        return meta, arrays
+        return meta, {key: _read_array(f, key, path, checksums) for key in wanted}
+
+
+class EntryReader:
+    """One open entry file whose arrays are read one at a time, on demand: a search that may
+    stop after the first layers of a candidate neither reopens the file per array nor reads
+    the rest. Same checks as `read_entry`; every h5py error becomes CorruptEntryError."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._f = _open(path)
+        try:
+            self.meta = _json_attr(self._f, "meta", path)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def array(self, key: str) -> np.ndarray:
+        try:
+            return _read_array(self._f, key, self.path, None)
+        except (OSError, RuntimeError) as e:
+            raise CorruptEntryError(f"{self.path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "EntryReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def array_keys(path: Path) -> list[str]:

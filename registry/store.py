@@ -141,6 +141,10 @@ class Registry:
     def read(self, name: str, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
         return layout.read_entry(self._existing(name), keys=keys, verify=verify)
 
+    def open(self, name: str) -> layout.EntryReader:
+        """An entry opened for lazy reads (`with registry.open(name) as r: r.array(key)`)."""
+        return layout.EntryReader(self._existing(name))
+
     def keys(self, name: str) -> list[str]:
         return layout.array_keys(self._existing(name))
 

@@ -76,6 +76,13 @@ def _replace(f, key, data=None, **kw):
         f[key] = data
 
 
+def _negated(counts: np.ndarray) -> np.ndarray:
+    """The stored counts as a signed array with one negative count (small counts are stored unsigned)."""
+    out = counts.astype(np.int32)
+    out[0, 0] = -5
+    return out
+
+
 def _external_storage(f, tmp: Path):
     raw = tmp / "outside.bin"
     raw.write_bytes(b"\x01" * 8 * LAYERS["block1"] * BINS)
@@ -84,7 +91,7 @@ def _external_storage(f, tmp: Path):
 
 
 FORGERIES = {  # name -> (how the entry file is forged, whether checksums are rewritten to match)
-    "negative-counts": (lambda f, t: f["hist/block1"].__setitem__((0, 0), -5), True),
+    "negative-counts": (lambda f, t: _replace(f, "hist/block1", _negated(f["hist/block1"][()])), True),
     "nan-gauss": (lambda f, t: f["gauss/block2/sum"].__setitem__(1, np.nan), True),
     "inf-gauss": (lambda f, t: f["gauss/block2/sumsq"].__setitem__(0, np.inf), True),
     "wrong-shape": (lambda f, t: _replace(f, "hist/block2", np.zeros((4, BINS + 1), np.int64)), True),

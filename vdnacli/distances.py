@@ -29,8 +29,10 @@ def emd_rows(h1: np.ndarray, h2: np.ndarray) -> np.ndarray:
     n2 = h2.sum(axis=-1, keepdims=True, dtype=np.float64)
     if (n1 == 0).any() or (n2 == 0).any():
         raise IncompatibleDNAError("a histogram has no counts: its EMD is undefined")
-    cdf = np.cumsum(h1, axis=-1, dtype=np.float64) / n1
-    cdf -= np.cumsum(h2, axis=-1, dtype=np.float64) / n2
+    # cumulative counts are exact integers (< 2^53): summed in int64, which numpy does far
+    # faster than a float64 cumsum, they give the same float64 CDF
+    cdf = np.cumsum(h1, axis=-1, dtype=np.int64) / n1
+    cdf -= np.cumsum(h2, axis=-1, dtype=np.int64) / n2
     return np.abs(cdf, out=cdf).sum(axis=-1)
 
 

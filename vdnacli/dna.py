@@ -212,13 +212,19 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
 
 
 # -- conversion to and from the registry's (meta, arrays) form -------------------------
+def storage_dtype(counts: np.ndarray) -> np.dtype:
+    """The narrowest of uint16 / int32 / int64 that holds every count of a layer: what a
+    nearest search decompresses per candidate shrinks with it (int64 stays in memory)."""
+    top = int(counts.max(initial=0))
+    return np.dtype(np.uint16 if top < 2**16 else np.int32 if top < 2**31 else np.int64)
+
+
 def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for layer in dna.layers:
         if dna.hist is not None:
             h = np.asarray(dna.hist[layer])
-            # int32 on disk while counts fit (half the bytes to read back); int64 in memory
-            arrays[f"hist/{layer}"] = h.astype(np.int32 if h.max(initial=0) < 2**31 else np.int64)
+            arrays[f"hist/{layer}"] = h.astype(storage_dtype(h))
         if dna.gauss is not None:
             g = dna.gauss[layer]
             arrays[f"gauss/{layer}/count"] = np.asarray([g.count], dtype=np.int64)

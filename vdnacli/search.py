@@ -15,9 +15,11 @@ import numpy as np
 
 from registry import RegistryError
 from registry.index import SideIndex
-from vdnacli.distances import compare, make_selection
+from vdnacli.distances import make_selection, weighted
+from vdnacli.emd_query import QueryCDF
+from vdnacli.integrity import meta_problem
 from vdnacli.errors import FormatError, IncompatibleDNAError
-from vdnacli.sketch import QUANTILES, combined_bound, mean_bound, sketch_dna_hist
+from vdnacli.sketch import QUANTILES, combined_bound_neurons, mean_bound, sketch_dna_hist
 
 _CHUNK = 32
 
@@ -103,25 +105,33 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     means = sindex.read("mean", [srow[n] for n in comparable])
     lb1 = mean_bound(qmean, means, w, cols) if comparable else np.empty(0)
     order = np.argsort(lb1, kind="stable")
-    stats.update(candidates=len(comparable), exact=0, quantile_reads=0)
+    stats.update(candidates=len(comparable), exact=0, quantile_reads=0, abandoned=0)
+    sizes = [query.layers[l] if idx is None else len(idx) for l, idx in sel.items()]
+    seg_starts = np.cumsum([0] + sizes[:-1])
+    w_layers = np.split(w, np.cumsum(sizes)[:-1])
+    exact = _ExactEMD(catalog, QueryCDF(query.hist, sel), key, weights, w_layers)
     results: list[tuple[str, float]] = []
     kth = np.inf
-    wanted_layers = list(sel)
     for start in range(0, len(order), _CHUNK):
         chunk = order[start : start + _CHUNK]
         if len(results) >= top and lb1[chunk[0]] > _beyond(kth):
             break
         quants = sindex.read("quantiles", [srow[comparable[i]] for i in chunk])
         stats["quantile_reads"] += len(chunk)
-        lb2 = combined_bound(qmean, qquant, means[chunk], quants, w, cols)
+        per_neuron = combined_bound_neurons(qmean, qquant, means[chunk], quants, cols)
+        per_layer = np.add.reduceat(per_neuron * w, seg_starts, axis=1)  # [chunk, layers]
+        lb2 = per_layer.sum(axis=1)
         for j in np.argsort(lb2, kind="stable"):
             if len(results) >= top and lb2[j] > _beyond(kth):
                 continue
             other = comparable[chunk[j]]
             try:
-                d = compare(query, catalog.get(other, ["hist"], wanted_layers), "emd", sel, weights).distance
+                d = exact.distance(other, per_layer[j], kth if len(results) >= top else np.inf)
             except (IncompatibleDNAError, FormatError, RegistryError):
                 skipped.append(other)
+                continue
+            if d is None:  # provably worse than the K-th best: abandoned part-way
+                stats["abandoned"] += 1
                 continue
             stats["exact"] += 1
             results.append((other, d))
@@ -129,4 +139,41 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
             del results[top:]
             if len(results) >= top:
                 kth = results[-1][1]
-    return results, skipped
+    return results, sorted(skipped)
+
+
+class _ExactEMD:
+    """Exact EMD of the query against one candidate, layer by layer from one open entry.
+
+    After each layer, the exact part so far plus the sketch bounds of the layers still to
+    read is a lower bound of the full distance; once it exceeds the K-th best distance the
+    candidate cannot enter the top K and the rest of its file is never read. Layers are
+    read in decreasing order of their bound (the likeliest to decide first); the final
+    value is assembled in selection order by `distances.weighted`, as `compare` does.
+    """
+
+    def __init__(self, catalog, qcdf: QueryCDF, key: np.ndarray, weights, w_layers: list[np.ndarray]):
+        self.catalog, self.qcdf, self.key, self.weights, self.w_layers = catalog, qcdf, key, weights, w_layers
+        self.layers = list(qcdf.selection)
+
+    def distance(self, name: str, layer_bounds: np.ndarray, kth: float) -> float | None:
+        with self.catalog.registry.open(name) as entry:
+            if (bad := meta_problem(entry.meta)) is not None:
+                raise FormatError(f"entry '{name}': {bad}")
+            if not (np.frombuffer(compat_key(entry.meta), dtype=np.uint8) == self.key).all():
+                raise IncompatibleDNAError(f"entry '{name}' changed since it was indexed")
+            if "hist" not in entry.meta.get("kinds", []):
+                raise IncompatibleDNAError(f"entry '{name}' has no histograms")
+            order = np.argsort(-layer_bounds, kind="stable")
+            remaining = float(layer_bounds.sum())
+            partial = 0.0
+            per_neuron = {}
+            for i in order:
+                layer = self.layers[i]
+                d = self.qcdf.layer(layer, entry.array(f"hist/{layer}"))
+                per_neuron[layer] = d
+                partial += float(d @ self.w_layers[i])
+                remaining -= float(layer_bounds[i])
+                if partial + max(remaining, 0.0) > _beyond(kth):
+                    return None
+        return weighted({l: per_neuron[l] for l in self.layers}, self.weights)

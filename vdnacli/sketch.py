@@ -40,30 +40,44 @@ def sketch_dna_hist(hist: dict[str, np.ndarray], q: int = QUANTILES) -> tuple[np
 
 
 def _mean_gap(qmean: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """|mu1 - mu2| minus the worst float32 rounding of the two stored means (never above the
-    true gap: each mean is within |mu| * 2^-24 of its exact value; we allow twice that)."""
-    q = qmean.astype(np.float64)
-    m = means.astype(np.float64)
-    slack = (np.abs(q) + np.abs(m)) * 2.0**-22 + 1e-9
-    return np.maximum(np.abs(m - q) - slack, 0.0)
+    """|mu1 - mu2| in float32, lowered by more than every rounding it carries, so it never
+    exceeds the true gap: each stored mean is within |mu| 2^-24 of its exact value and the
+    float32 difference within d 2^-24 of the stored one; with |m| <= |q| + d, the slack
+    (2|q| + d) 2^-21 covers all of it (and the two float32 operations that apply it)."""
+    q = np.asarray(qmean, dtype=np.float32)
+    d = np.subtract(np.asarray(means, dtype=np.float32), q)
+    np.abs(d, out=d)
+    d *= np.float32(1 - 2.0**-21)
+    d -= np.abs(q) * np.float32(2.0**-20) + np.float32(1e-9)
+    return np.maximum(d, np.float32(0), out=d)
+
+
+def _sum_slack(n: int) -> float:
+    """Relative factor that makes a float32 weighted sum of n non-negative terms a lower
+    bound of the exact sum, whatever order BLAS adds them in (n u / (1 - n u), u = 2^-24,
+    per product and per addition; doubled)."""
+    return max(0.0, 1.0 - (n + 2) * 2.0**-22)
 
 
 def mean_bound(qmean: np.ndarray, means: np.ndarray, w: np.ndarray | None = None,
                cols: np.ndarray | None = None, chunk: int = 256) -> np.ndarray:
     """Per-entry lower bound of EMD_W (Eq. 5, weights w >= 0 over the selected neurons)
-    from the neuron means [E, N]; w = 1/N gives EMD_avg. Works in row chunks so memory
-    stays a small multiple of one chunk."""
+    from the neuron means [E, N]; w = 1/N gives EMD_avg. float32 throughout (the first
+    stage of a search scans every entry), in row chunks so memory stays a small multiple
+    of one chunk."""
     if cols is not None:
         qmean = qmean[cols]
     n = qmean.shape[0]
     w = np.full(n, 1.0 / n) if w is None else np.asarray(w, dtype=np.float64)
+    w32 = w.astype(np.float32)
+    w32 *= np.float32(_sum_slack(0))  # w rounded to float32 may exceed w by 2^-24: lower it
     out = np.empty(means.shape[0])
     for start in range(0, means.shape[0], chunk):
         block = means[start : start + chunk]
         if cols is not None:
             block = block[:, cols]
-        out[start : start + chunk] = _mean_gap(qmean, block) @ w
-    return out
+        out[start : start + chunk] = _mean_gap(qmean, block) @ w32
+    return out * _sum_slack(n)
 
 
 def quantile_bound_neurons(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
@@ -75,11 +89,15 @@ def quantile_bound_neurons(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     return np.maximum(gap, 0).sum(axis=-1) / q
 
 
-def combined_bound(qmean, qquant, means, quants, w=None, cols=None) -> np.ndarray:
-    """Per-entry lower bound: per neuron the larger of the mean and quantile bounds, weighted by w."""
+def combined_bound_neurons(qmean, qquant, means, quants, cols=None) -> np.ndarray:
+    """Per entry and selected neuron [E, n]: the larger of the mean and quantile bounds."""
     if cols is not None:
         qmean, qquant, means, quants = qmean[cols], qquant[cols], means[:, cols], quants[:, cols]
-    lq = quantile_bound_neurons(qquant, quants)
-    lm = _mean_gap(qmean, means)
-    w = np.full(lq.shape[-1], 1.0 / lq.shape[-1]) if w is None else w
-    return np.maximum(lq, lm) @ w
+    return np.maximum(quantile_bound_neurons(qquant, quants), _mean_gap(qmean, means))
+
+
+def combined_bound(qmean, qquant, means, quants, w=None, cols=None) -> np.ndarray:
+    """Per-entry lower bound: per neuron the larger of the mean and quantile bounds, weighted by w."""
+    per_neuron = combined_bound_neurons(qmean, qquant, means, quants, cols)
+    w = np.full(per_neuron.shape[-1], 1.0 / per_neuron.shape[-1]) if w is None else w
+    return per_neuron @ w
