@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vdnacli.errors import VdnaError
-from vdnacli.kernels import bin_params, histogram_counts, reference_counts
+from vdnacli.kernels import Workspace, bin_params, histogram_counts, reference_counts
 
 
 def run_kernel(acts: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
@@ -124,6 +124,52 @@ def test_other_input_dtypes_are_binned_as_float32(dtype):
     got = histogram_counts(t, torch.from_numpy(lo), torch.from_numpy(scale), bins).numpy()
     ref = reference_counts(t.float().numpy(), lo, scale, bins)
     np.testing.assert_array_equal(got, ref)
+
+
+def test_float64_activations_are_rounded_to_float32_before_binning():
+    """Values a hair below bin edges: binned in float64 some land one bin lower than the
+    float32 definition puts them; the kernel must follow the definition."""
+    bins = 1000
+    lo, scale = bin_params(np.array([-0.37]), np.array([1.91]), bins)
+    edges = (lo[0] + np.arange(1, bins, dtype=np.float32) / scale[0]).astype(np.float32).astype(np.float64)
+    vals = np.concatenate([edges - 3e-9, np.nextafter(edges, -np.inf), edges + 3e-9])
+    in_float64 = np.floor(((vals - np.float64(lo[0])) * np.float64(scale[0])).astype(np.float32))
+    in_float32 = np.floor((vals.astype(np.float32) - lo[0]) * scale[0])
+    assert (in_float64 != in_float32).any()  # the case exists
+    t = torch.from_numpy(vals).view(1, 1, -1)
+    got = histogram_counts(t, torch.from_numpy(lo), torch.from_numpy(scale), bins).numpy()
+    np.testing.assert_array_equal(got, reference_counts(t.float().numpy(), lo, scale, bins))
+
+
+def test_large_batches_split_over_threads_match_reference():
+    """Enough values per bin that the CPU bincount runs in two threads (odd batch too)."""
+    rng = np.random.default_rng(4)
+    lo64, hi64 = ranges(6, 4)
+    lo, scale = bin_params(lo64, hi64, 50)
+    for b in (2, 7):
+        acts = (lo64 + (hi64 - lo64) * rng.uniform(-0.1, 1.1, (b, 1000, 6))).transpose(0, 2, 1).astype(np.float32)
+        check(acts, lo, scale, 50)
+
+
+def test_workspace_reuse_keeps_no_state_between_batches():
+    rng = np.random.default_rng(6)
+    lo, scale = bin_params(np.full(3, -2.0), np.full(3, 2.0), 16)
+    ws = Workspace()
+    for shape in [(4, 3, 40), (4, 3, 40), (2, 3, 7), (4, 3, 40)]:
+        acts = rng.normal(size=shape).astype(np.float32)
+        got = histogram_counts(torch.from_numpy(acts), torch.from_numpy(lo), torch.from_numpy(scale), 16, ws).numpy()
+        np.testing.assert_array_equal(got, reference_counts(acts, lo, scale, 16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_raises_whatever_else_the_batch_holds(dtype):
+    lo, scale = bin_params(np.zeros(2), np.ones(2), 8)
+    acts = torch.zeros((3, 2, 50), dtype=dtype)
+    acts[0, 0, :5] = float("inf")
+    acts[1, 0, :5] = float("-inf")
+    acts[2, 1, 49] = float("nan")
+    with pytest.raises(VdnaError, match="NaN"):
+        histogram_counts(acts, torch.from_numpy(lo), torch.from_numpy(scale), 8)
 
 
 def test_nan_raises():

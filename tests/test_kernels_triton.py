@@ -36,6 +36,34 @@ SCRIPT = textwrap.dedent('''
             assert got.dtype == torch.int64
             assert (got.numpy() == ref).all(), (B, C, S, bins)
             assert got.sum().item() == B * C * S
+    # NaN lanes are never counted: tallied in the workspace (one check per run), or raised at once
+    from vdnacli.errors import VdnaError
+    from vdnacli.kernels import Workspace
+    lo, hi = np.zeros(3), np.ones(3)
+    l32, s32 = bin_params(lo, hi, 16)
+    x = rng.uniform(-0.5, 1.5, (2, 3, 40)).astype(np.float32)
+    x[1, 2, 7] = np.nan
+    x[0, 0, 3] = np.nan
+    ws = Workspace()
+    got = histogram_counts_triton(torch.from_numpy(x), torch.from_numpy(l32), torch.from_numpy(s32), 16, ws, block=32)
+    clean = np.where(np.isnan(x), np.float32(0.5), x)
+    ref = reference_counts(clean, l32, s32, 16)
+    ref[0, 8] -= 1
+    ref[2, 8] -= 1  # the two NaNs, replaced by 0.5 (bin 8) in the reference, are not counted
+    assert (got.numpy() == ref).all()
+    assert int(ws.nan_counter(torch.device("cpu")).item()) == 2
+    try:
+        ws.check_nan()
+    except VdnaError:
+        pass
+    else:
+        raise AssertionError("check_nan did not raise")
+    try:
+        histogram_counts_triton(torch.from_numpy(x), torch.from_numpy(l32), torch.from_numpy(s32), 16, block=32)
+    except VdnaError:
+        pass
+    else:
+        raise AssertionError("NaN without a workspace did not raise")
     print("ok", len(cases))
 ''')
 
