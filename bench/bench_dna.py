@@ -7,10 +7,13 @@ For each extractor x device x precision x batch size it reports
   ratio    dna / forward (1.0 = counting is free)
   upstream images/s with upstream vdna 0.1.1's scheme: one torch.histc per neuron (optional)
 and the end-to-end `vdna add` throughput (decode + resize + forward + counting) on a folder
-of JPEGs written by the script.
+of JPEGs written by the script, for each decoder of --decoders side by side: "pil" (PIL
+decode + resize in --workers processes) and "torch" (torchvision.io.decode_jpeg on the
+device, nvjpeg on CUDA, resize on the device), with the EMD between their DNAs.
 
   python bench/bench_dna.py                       # CPU, efficientnet-lite0, fp32
   python bench/bench_dna.py --device cuda --precision fp32 bf16 --batch 128 --extractors efficientnet-lite0 rand-resnet50
+  python bench/bench_dna.py --device cuda --decoders pil torch --e2e-images 512 --e2e-size 1600x1200 --iters 0
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 
 from vdnacli.extractors import get_spec, load_extractor
 from vdnacli.extractors.loaded import packaged_ranges
-from vdnacli.kernels import bin_params, histogram_counts
+from vdnacli.kernels import Workspace, bin_params, counter_for
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,17 +37,6 @@ DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _counter(dev):
-    if dev.type == "cuda":
-        try:
-            from vdnacli.kernels_triton import histogram_counts_triton
-
-            return histogram_counts_triton, "triton"
-        except ImportError:
-            pass
-    return histogram_counts, "bincount"
 
 
 def _upstream_counts(acts, lo, scale, bins):
@@ -75,7 +67,9 @@ def measure(ext, batch, precision, bins, iters, upstream):
     x = torch.randn(batch, 3, size, size, device=dev)
     dtype = DTYPES[precision]
     params = _ranges_params(ext, bins)
-    count, how = _counter(dev)
+    count, how = counter_for(dev)
+    workspace = Workspace()
+    counts = {layer: torch.zeros((n, bins), dtype=torch.int64, device=dev) for layer, n in ext.spec.layers}
 
     def forward():
         with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
@@ -93,8 +87,8 @@ def measure(ext, batch, precision, bins, iters, upstream):
 
     def dna():
         feats = forward()
-        for layer, acts in feats.items():
-            count(acts, *params[layer], bins)
+        for layer, acts in feats.items():  # as the pipeline does: count, accumulate
+            counts[layer] += count(acts, *params[layer], bins, workspace)
 
     def dna_upstream():
         feats = forward()
@@ -107,32 +101,46 @@ def measure(ext, batch, precision, bins, iters, upstream):
     return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": how}
 
 
-def write_jpegs(folder: Path, n: int, megapixels: float) -> Path:
+def write_jpegs(folder: Path, n: int, size: tuple[int, int]) -> Path:
     from PIL import Image
 
     from vdnacli import samples
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = [p for p in samples.photos() if p.ndim == 3]
-    w = int((megapixels * 1e6 * 4 / 3) ** 0.5)
-    h = int(w * 3 / 4)
+    w, h = size
     for i in range(n):
         img = Image.fromarray(photos[i % len(photos)]).resize((w, h), Image.Resampling.BILINEAR)
         img.save(folder / f"{i:05d}.jpg", quality=90)
     return folder
 
 
-def end_to_end(extractor, device, n_images, megapixels, workers, batch):
+def end_to_end(extractor, device, folder, workers, batch, decoders):
+    """`vdna add` of the same JPEG folder once per decoder: {decoder: (add img/s, pipeline
+    img/s, EMD to the first decoder's DNA)}. "add" includes loading the network; "pipeline"
+    is compute_dna's own clock (reading, decoding, resizing, forward, counting)."""
     from vdnacli.build import AddRequest, add
     from vdnacli.catalog import Catalog
+    from vdnacli.distances import compare
 
-    tmp = Path(tempfile.mkdtemp(prefix="vdna-bench-"))
-    folder = write_jpegs(tmp / "jpegs", n_images, megapixels)
-    cat = Catalog(tmp / "reg")
-    t = time.perf_counter()
-    _, report = add(cat, AddRequest(name="bench", source=folder, extractor=extractor, device=device,
-                                    batch_size=batch, workers=workers))
-    return report.images / (time.perf_counter() - t)
+    cat = Catalog(Path(tempfile.mkdtemp(prefix="vdna-bench-reg-")))
+    out, first = {}, None
+    for decoder in decoders:
+        t = time.perf_counter()
+        dna, report = add(cat, AddRequest(name=f"bench-{decoder}", source=folder, extractor=extractor, device=device,
+                                          batch_size=batch, workers=workers, decoder=decoder))
+        total = report.images / (time.perf_counter() - t)
+        first = dna if first is None else first
+        out[decoder] = (total, report.images_per_second, compare(first, dna).distance)
+    return out
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1600x1200, not {text!r}") from None
+    return w, h
 
 
 def main(argv=None):
@@ -142,18 +150,23 @@ def main(argv=None):
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
     ap.add_argument("--batch", nargs="+", type=int, default=[32])
     ap.add_argument("--bins", type=int, default=1000)
-    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=3, help="timed batches per forward/DNA measurement (0: skip them)")
     ap.add_argument("--upstream", action="store_true", help="also time upstream's per-neuron histc loop")
     ap.add_argument("--e2e-images", type=int, default=128, help="JPEGs for the end-to-end add (0: skip)")
-    ap.add_argument("--e2e-megapixels", type=float, default=2.0)
+    ap.add_argument("--e2e-size", type=_size, default=(1600, 1200), help="JPEG size WIDTHxHEIGHT (default 1600x1200)")
+    ap.add_argument("--e2e-megapixels", type=float, default=None, help="JPEG size as megapixels at 4:3 (overrides --e2e-size)")
+    ap.add_argument("--decoders", nargs="+", default=["pil", "torch"], choices=["pil", "torch"],
+                    help="decoders timed side by side end to end (pil: PIL in workers; torch: on the device)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args(argv)
 
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
     print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n")
-    print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s | counter |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in args.extractors:
+    if args.iters:
+        print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s "
+              "| counter |")
+        print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.extractors if args.iters else []:
         get_spec(name)
         ext = load_extractor(name, args.device)
         for precision in args.precision:
@@ -163,10 +176,20 @@ def main(argv=None):
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
                       f"{r['ratio']:.3f} | {up} | {r['counter']} |", flush=True)
     if args.e2e_images:
+        size = args.e2e_size
+        if args.e2e_megapixels:
+            w = int((args.e2e_megapixels * 1e6 * 4 / 3) ** 0.5)
+            size = (w, int(w * 3 / 4))
+        folder = write_jpegs(Path(tempfile.mkdtemp(prefix="vdna-bench-")) / "jpegs", args.e2e_images, size)
+        mp = size[0] * size[1] / 1e6
+        print(f"\nend to end `vdna add`: {args.e2e_images} JPEGs of {size[0]}x{size[1]} ({mp:.1f} MP, quality 90), "
+              f"{args.workers} workers, batch {args.batch[0]}, {args.device}\n")
+        print("| extractor | decoder | add img/s | pipeline img/s | EMD to the first decoder's DNA |")
+        print("|---|---|---|---|---|")
         for name in args.extractors:
-            ips = end_to_end(name, args.device, args.e2e_images, args.e2e_megapixels, args.workers, args.batch[0])
-            print(f"\nend to end `vdna add` ({name}, {args.e2e_images} JPEGs of {args.e2e_megapixels} MP, "
-                  f"{args.workers} workers, batch {args.batch[0]}): {ips:.1f} images/s")
+            for decoder, (total, pipe, emd) in end_to_end(name, args.device, folder, args.workers, args.batch[0],
+                                                          args.decoders).items():
+                print(f"| {name} | {decoder} | {total:.1f} | {pipe:.1f} | {emd:.4f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from registry import EntryExistsError, validate_name
 from vdnacli.catalog import Catalog
 from vdnacli.dna import DNA, merge
 from vdnacli import distributed
+from vdnacli.decode_torch import check_decoder
 from vdnacli.errors import ConfigError, SourceError
 from vdnacli.extractors import load_extractor
 from vdnacli.pipeline import ComputeReport, Progress, compute_dna
@@ -35,12 +36,15 @@ class AddRequest:
     crop: str | None = None  # "center" or "none"; None = the extractor's default (center)
     offline: bool = False  # download nothing (weights, Hub ranges)
     precision: str = "fp32"  # forward-pass autocast: fp32, bf16 or fp16 (recorded in the DNA)
+    decoder: str | None = None  # "pil" or "torch" (JPEGs decoded on the device); None: pil, or the appended entry's
 
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
     validate_name(req.name)
     if req.append and req.replace:
         raise ConfigError("--append and --replace cannot be combined")
+    if req.decoder is not None:
+        check_decoder(req.decoder)
     existing = None
     stamp = False  # no check: a new entry (refused if it exists) or --replace
     if req.append:
@@ -50,6 +54,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         req.kinds = tuple(existing.kinds)
         req.bins = existing.meta.get("bins") or req.bins
         req.crop = (existing.meta.get("preprocessing") or {}).get("crop") or req.crop
+        req.decoder = _append_decoder(req.name, existing, req.decoder)
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
     refs = list_images(req.source, req.limit, req.seed)  # validate the source before loading a network
@@ -65,7 +70,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         skip = {bytes(h) for h in existing.image_hashes}
     dna, report = compute_dna(refs, ext, req.kinds, req.bins, ranges, req.batch_size, req.workers, req.strict,
                               skip=skip, progress=progress, name=req.name, crop=req.crop, precision=req.precision,
-                              allow_empty=rank.active)
+                              allow_empty=rank.active, decoder=req.decoder or "pil")
     if rank.active:
         dna = distributed.reduce_dna(dna, ext.device)
         report.images = distributed.reduce_int(report.images, ext.device)
@@ -80,6 +85,17 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     if rank.is_writer:
         catalog.put(req.name, dna, replace=req.replace or req.append, expect=stamp)
     return dna, report
+
+
+def _append_decoder(name: str, existing: DNA, asked: str | None) -> str:
+    """Images appended to a DNA go through the decoder its preprocessing records (a merged
+    DNA keeps the first part's record, so a different decoder would go unrecorded)."""
+    pre = existing.meta.get("preprocessing") or {}
+    recorded = "torch" if str(pre.get("decoder", "pil")).startswith("torchvision") else "pil"
+    if asked is not None and asked != recorded:
+        raise ConfigError(f"'{name}' was computed with --decode {recorded}; append with "
+                          f"--decode {recorded} (or recompute it with --replace)")
+    return recorded
 
 
 def merge_entries(catalog: Catalog, new: str, names: list[str], replace: bool = False) -> DNA:

@@ -9,6 +9,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from vdnacli import decode_torch
 from vdnacli.dna import DNA, KINDS, Gaussian, LayerGaussian, images_digest, new_meta
 from vdnacli.errors import ConfigError, ImageDecodeError, SourceError, VdnaError
 from vdnacli.extractors.loaded import Extractor, default_ranges
@@ -31,11 +32,27 @@ class ComputeReport:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-class _ImageDataset:
-    """Decode + preprocess one image; failures are returned, not raised (workers)."""
+def _prepare_pil(data: bytes, size: int, crop: str, interpolation: str):
+    """(uint8 [3, size, size] array, None) or (None, why the image cannot be used)."""
+    try:
+        return prepare(decode(data), size, crop, interpolation), None
+    except ImageDecodeError as e:
+        return None, str(e)
+    except (ValueError, MemoryError, OSError) as e:  # one odd image must not end the run
+        return None, f"cannot preprocess: {type(e).__name__}: {str(e)[:200]}"
 
-    def __init__(self, refs: Sequence[ImageRef], size: int, crop: str, interpolation: str):
+
+class _ImageDataset:
+    """Decode + preprocess one image; failures are returned, not raised (workers).
+
+    decoder "torch": JPEGs that decode_torch takes are only read, hashed and probed here
+    (header: size, EXIF orientation) and travel as bytes, to be decoded in batches on the
+    extractor's device; every other file is prepared with PIL here, as with "pil".
+    """
+
+    def __init__(self, refs: Sequence[ImageRef], size: int, crop: str, interpolation: str, decoder: str = "pil"):
         self.refs, self.size, self.crop, self.interpolation = refs, size, crop, interpolation
+        self.decoder = decoder
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -47,13 +64,37 @@ class _ImageDataset:
         except (OSError, KeyError) as e:
             return i, None, None, f"unreadable: {getattr(e, 'strerror', None) or e}"
         digest = hashlib.sha256(data).digest()[:16]
-        try:
-            arr = prepare(decode(data), self.size, self.crop, self.interpolation)
-        except ImageDecodeError as e:
-            return i, None, digest, str(e)
-        except (ValueError, MemoryError, OSError) as e:  # one odd image must not end the run
-            return i, None, digest, f"cannot preprocess: {type(e).__name__}: {str(e)[:200]}"
-        return i, arr, digest, None
+        if self.decoder == "torch":
+            header = decode_torch.probe_jpeg(data)
+            if header is not None:
+                return i, decode_torch.EncodedJpeg(data, header.orientation), digest, None
+        arr, error = _prepare_pil(data, self.size, self.crop, self.interpolation)
+        return i, arr, digest, error
+
+
+def _decode_on_device(items: list, skip: set[bytes] | None, device, size: int, crop: str, interpolation: str) -> list:
+    """Replace the encoded JPEGs of a batch by uint8 tensors decoded and resized on `device`
+    (duplicates are left undecoded); a JPEG torchvision refuses goes through PIL here."""
+    todo = [k for k, (_, payload, digest, error) in enumerate(items)
+            if error is None and isinstance(payload, decode_torch.EncodedJpeg) and not (skip and digest in skip)]
+    images = decode_torch.decode_resize([items[k][1] for k in todo], device, size, crop, interpolation)
+    items = list(items)
+    for k, img in zip(todo, images):
+        i, payload, digest, _ = items[k]
+        if img is None:
+            img, error = _prepare_pil(payload.data, size, crop, interpolation)
+            items[k] = (i, img, digest, error)
+        else:
+            items[k] = (i, img, digest, None)
+    return items
+
+
+def _stack(arrays: list, device):
+    """One uint8 batch on `device` from numpy arrays (PIL path) and device tensors (torch path)."""
+    import torch
+
+    return torch.stack([a.to(device) if isinstance(a, torch.Tensor) else torch.from_numpy(a).to(device)
+                        for a in arrays])
 
 
 def _collate(items):
@@ -71,10 +112,13 @@ def iter_batches(
     progress: Progress | None = None,
     crop: str | None = None,
     precision: str = "fp32",
+    decoder: str = "pil",
 ) -> Iterator[tuple[dict, list[bytes], list[int]]]:
     """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by batch.
 
     `crop`: "center" (square centre crop, the paper's) or "none" (squash); default: the spec's.
+    `decoder`: "pil" (decode + resize in the workers) or "torch" (JPEGs decoded and resized
+    in batches on the extractor's device by vdnacli.decode_torch: nvjpeg on CUDA).
     """
     import torch
 
@@ -87,14 +131,17 @@ def iter_batches(
     spec = extractor.spec
     crop = check_crop(crop or spec.crop)
     autocast_dtype = check_precision(precision)
-    ds = _ImageDataset(list(refs), spec.input_size, crop, spec.interpolation)
+    on_device = decode_torch.check_decoder(decoder, spec.interpolation) == "torch"
+    if on_device:
+        decode_torch.check_available(extractor.device)
+    ds = _ImageDataset(list(refs), spec.input_size, crop, spec.interpolation, decoder)
     cuda = extractor.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
-        pin_memory=False,
+        pin_memory=False,  # the PIL path pins its batches below; nvjpeg stages bitstreams itself
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
@@ -102,6 +149,8 @@ def iter_batches(
     done = 0
     with torch.inference_mode():
         for items in loader:
+            if on_device:
+                items = _decode_on_device(items, skip, extractor.device, spec.input_size, crop, spec.interpolation)
             arrays, digests, indices = [], [], []
             for i, arr, digest, error in items:
                 if error is not None:
@@ -116,9 +165,12 @@ def iter_batches(
                     indices.append(i)
             done += len(items)
             if arrays:
-                x = torch.from_numpy(np.stack(arrays))
-                if cuda:
-                    x = x.pin_memory().to(extractor.device, non_blocking=True)
+                if on_device:
+                    x = _stack(arrays, extractor.device)
+                else:
+                    x = torch.from_numpy(np.stack(arrays))
+                    if cuda:
+                        x = x.pin_memory().to(extractor.device, non_blocking=True)
                 x = normalise(x, spec.mean, spec.std)
                 with torch.autocast(extractor.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     feats = extractor(x)
@@ -132,9 +184,11 @@ class _HistAccumulator:
     def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int):
         import torch
 
-        from vdnacli.kernels import bin_params
+        from vdnacli.kernels import Workspace, bin_params, counter_for
 
         self.bins = bins
+        self.workspace = Workspace()
+        self.count, self.counter = counter_for(extractor.device)
         self.params = {}
         self.counts = {}
         for layer, n in extractor.spec.layers:
@@ -145,13 +199,12 @@ class _HistAccumulator:
             self.counts[layer] = torch.zeros((n, bins), dtype=torch.int64, device=dev)
 
     def update(self, feats: dict) -> None:
-        from vdnacli.kernels import histogram_counts
-
         for layer, acts in feats.items():
             lo, scale = self.params[layer]
-            self.counts[layer] += histogram_counts(acts, lo, scale, self.bins)
+            self.counts[layer] += self.count(acts, lo, scale, self.bins, self.workspace)
 
     def result(self) -> dict[str, np.ndarray]:
+        self.workspace.check_nan()
         return {l: c.cpu().numpy() for l, c in self.counts.items()}
 
 
@@ -216,6 +269,14 @@ def check_precision(precision: str):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def preprocessing(spec, crop: str, decoder: str, device) -> dict:
+    """The preprocessing dict a DNA records: the spec's, plus the decoder keys for "torch"."""
+    pre = spec.preprocessing(crop)
+    if decoder == "torch":
+        pre.update(decode_torch.recorded(device, spec.interpolation))
+    return pre
+
+
 CROPS = ("center", "none")
 
 
@@ -240,11 +301,13 @@ def compute_dna(
     crop: str | None = None,
     precision: str = "fp32",
     allow_empty: bool = False,
+    decoder: str = "pil",
 ) -> tuple[DNA, ComputeReport]:
     """One pass over the images produces every requested kind.
 
     Histograms use `ranges`, else the extractor's default ranges (packaged, or upstream's on
-    the Hub, fetched unless the extractor was loaded offline).
+    the Hub, fetched unless the extractor was loaded offline). `decoder` "torch" is recorded
+    in the preprocessing dict (keys "decoder" and "resize"); "pil" DNAs keep theirs unchanged.
     """
     kinds = list(dict.fromkeys(kinds))
     bad = [k for k in kinds if k not in KINDS]
@@ -267,10 +330,11 @@ def compute_dna(
     gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
     layer_gauss = _LayerGaussAccumulator(extractor) if "layer-gauss" in kinds else None
     crop = check_crop(crop or spec.crop)
+    decode_torch.check_decoder(decoder, spec.interpolation)
     hashes: list[bytes] = []
     start = time.perf_counter()
     for feats, digests, _ in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress, crop,
-                                          precision):
+                                          precision, decoder):
         if hist:
             hist.update(feats)
         if gauss:
@@ -290,7 +354,7 @@ def compute_dna(
         ranges_sha256=ranges.sha256() if "hist" in kinds else None,
         layers=dict(spec.layers),
         bins=bins,
-        preprocessing=spec.preprocessing(crop),
+        preprocessing=preprocessing(spec, crop, decoder, extractor.device),
         kinds=kinds,
         precision=precision,
     )
@@ -319,6 +383,7 @@ def calibrate(
     workers: int = 0,
     progress: Progress | None = None,
     crop: str | None = None,
+    decoder: str = "pil",
 ) -> tuple[ActivationRanges, ComputeReport]:
     """Track every neuron's min and max over several image sets (paper A.2)."""
     import torch
@@ -328,7 +393,8 @@ def calibrate(
     report = ComputeReport()
     start = time.perf_counter()
     for _, refs in sources:
-        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress, crop):
+        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress, crop,
+                                        decoder=decoder):
             for layer, acts in feats.items():
                 a = acts.float().transpose(0, 1).reshape(acts.shape[1], -1)
                 ranges.update(layer, a.amin(1).cpu().numpy(), a.amax(1).cpu().numpy())

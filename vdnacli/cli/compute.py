@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, settings, split_csv
-from vdnacli.cli.options import CropOpt, JsonOpt, OfflineOpt, QuietOpt, RegistryOpt, WeightsOpt
+from vdnacli.cli.options import CropOpt, DecodeOpt, JsonOpt, OfflineOpt, QuietOpt, RegistryOpt, WeightsOpt
 from vdnacli.cli.output import Output
 
 
@@ -48,6 +48,7 @@ def add_cmd(
     weights: WeightsOpt = None,
     offline: OfflineOpt = False,
     crop: CropOpt = None,
+    decode: DecodeOpt = None,
     precision: Annotated[str, typer.Option("--precision", help="Forward pass precision: fp32, bf16 or fp16 (recorded).")] = "fp32",
     ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file ('vdna calibrate', or upstream's JSON).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
@@ -72,7 +73,7 @@ def add_cmd(
     req = AddRequest(name=name, source=source, extractor=s.extractor, kinds=tuple(split_csv(kind) or ["hist"]),
                      bins=s.bins, limit=limit, seed=seed, device=s.device, batch_size=s.batch_size, workers=s.workers,
                      replace=replace, append=append, strict=strict, weights=weights, ranges=ranges,
-                     crop=crop, offline=s.offline, precision=precision)
+                     crop=crop, offline=s.offline, precision=precision, decoder=decode)
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports
@@ -126,6 +127,7 @@ def calibrate_cmd(
     weights: WeightsOpt = None,
     offline: OfflineOpt = False,
     crop: CropOpt = None,
+    decode: DecodeOpt = None,
     quiet: QuietOpt = False,
     json: JsonOpt = False,
 ):
@@ -134,15 +136,17 @@ def calibrate_cmd(
     Example: vdna calibrate efficientnet-lite0 ./set1 ./set2 --out lite0-ranges.json
     (upstream's activation_ranges.json files: 'vdna ranges import').
     """
+    from vdnacli.decode_torch import check_decoder
     from vdnacli.extractors import load_extractor
     from vdnacli.pipeline import calibrate
     from vdnacli.sources import list_images
 
+    decoder = check_decoder(decode or "pil")
     s = settings(device=device, workers=workers, offline=offline or None)
     srcs = [(p.name, list_images(p)) for p in sources]
     ext = load_extractor(extractor, s.device, weights, offline=s.offline)
     with progress_bar(not quiet and not json, "calibrating") as update:
-        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update, crop=crop)
+        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update, crop=crop, decoder=decoder)
     ranges.save(out_path)
     out = Output(json=json, quiet=quiet)
     if json:

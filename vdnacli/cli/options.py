@@ -45,3 +45,8 @@ CropOpt = Annotated[
     Optional[str], typer.Option("--crop", help="center (square centre crop, the paper's; default) or none (squash).",
                                 show_default=False)
 ]
+DecodeOpt = Annotated[
+    Optional[str],
+    typer.Option("--decode", help="pil (decode + resize in worker processes; default) or torch (JPEGs decoded and "
+                 "resized in batches on the device: nvjpeg on a GPU; recorded).", show_default=False),
+]
