@@ -155,7 +155,7 @@ def test_workspace_reuse_keeps_no_state_between_batches():
     rng = np.random.default_rng(6)
     lo, scale = bin_params(np.full(3, -2.0), np.full(3, 2.0), 16)
     ws = Workspace()
-    for shape in [(4, 3, 40), (4, 3, 40), (2, 3, 7), (4, 3, 40)]:
+    for shape in [(4, 3, 40), (4, 3, 40), (2, 3, 7), (3, 3, 40), (5, 3, 40), (1, 3, 40)]:
         acts = rng.normal(size=shape).astype(np.float32)
         got = histogram_counts(torch.from_numpy(acts), torch.from_numpy(lo), torch.from_numpy(scale), 16, ws).numpy()
         np.testing.assert_array_equal(got, reference_counts(acts, lo, scale, 16))

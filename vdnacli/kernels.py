@@ -57,11 +57,15 @@ class Workspace:
             raise VdnaError("the extractor produced NaN activations; check the input images and precision")
 
     def get(self, shape: torch.Size, device: torch.device, index_dtype: torch.dtype):
-        key = (tuple(shape), str(device), index_dtype)
-        if key not in self._buffers:
-            self._buffers[key] = (torch.empty(shape, dtype=torch.float32, device=device),
-                                  torch.empty(shape, dtype=index_dtype, device=device))
-        return self._buffers[key]
+        """(float32, index) buffers of `shape` [batch, neurons, positions]; one pair per layer
+        shape, sized for the largest batch seen (a short last batch uses a leading slice)."""
+        b = shape[0]
+        key = (tuple(shape[1:]), str(device), index_dtype)
+        held = self._buffers.get(key)
+        if held is None or held[0].shape[0] < b:
+            held = self._buffers[key] = (torch.empty(shape, dtype=torch.float32, device=device),
+                                         torch.empty(shape, dtype=index_dtype, device=device))
+        return held[0][:b], held[1][:b]
 
 
 _POOL: ThreadPoolExecutor | None = None
