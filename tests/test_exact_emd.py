@@ -149,3 +149,39 @@ def test_sketch_quantiles_of_uint16_storage_match_int64():
     m1, q1 = sketch_counts(h)
     m2, q2 = sketch_counts(h.astype(np.uint16))
     assert np.array_equal(m1, m2) and np.array_equal(q1, q2)
+
+
+def test_top_zero_asks_for_nothing(tmp_path):
+    rng = np.random.default_rng(3)
+    cat = Catalog(tmp_path / "reg")
+    meta = new_meta(extractor="x", weights_sha256="w" * 64, ranges_sha256="r" * 64, layers={"l": 4}, bins=9,
+                    preprocessing={}, kinds=["hist"])
+    meta["num_images"] = 1
+    for i in range(3):
+        cat.put(f"e{i}", DNA(meta=dict(meta), hist={"l": _counts(rng, 4, 9)}))
+    assert cat.nearest("e0", top=0)[0] == [] == cat.nearest("e0", top=0, exact=True)[0]
+
+
+def test_entries_with_unknown_digests_are_compared_as_compare_does(tmp_path):
+    """An imported DNA (weights/ranges sha256 unknown) is comparable with any, as in
+    check_compatible; a different known digest is not. Sketch search and brute force agree."""
+    rng = np.random.default_rng(8)
+    cat = Catalog(tmp_path / "reg")
+
+    def put(name, weights="w" * 64, ranges="r" * 64):
+        meta = new_meta(extractor="x", weights_sha256=weights, ranges_sha256=ranges, layers={"l": 5}, bins=30,
+                        preprocessing={}, kinds=["hist"])
+        meta["num_images"] = 1
+        cat.put(name, DNA(meta=meta, hist={"l": _counts(rng, 5, 30)}))
+
+    put("query")
+    put("same")
+    put("imported", weights=None, ranges=None)
+    put("half-known", ranges=None)
+    put("other-weights", weights="v" * 64)
+    put("other-ranges", ranges="s" * 64)
+    fast, skipped = cat.nearest("query", top=10)
+    brute, brute_skipped = cat.nearest("query", top=10, exact=True)
+    assert fast == brute and sorted(skipped) == sorted(brute_skipped) == ["other-ranges", "other-weights"]
+    assert {n for n, _ in fast} == {"same", "imported", "half-known"}
+    assert dict(fast)["imported"] == cat.compare("query", "imported").distance

@@ -2,9 +2,11 @@
 
 Stage 1 scans the per-neuron means of every comparable entry (4 bytes per neuron per
 entry) for a lower bound of EMD_avg; stage 2, in increasing order of that bound, reads
-quantile sketches (66 bytes per neuron) for a tighter bound; exact EMD is computed only
-while a candidate's bound does not exceed the current K-th best exact distance. The
-result is therefore exactly the brute-force top K (ties broken by name).
+quantile sketches (66 bytes per neuron) for a tighter bound, per layer; stage 3 computes
+the exact EMD only while a candidate's bound does not exceed the current K-th best exact
+distance, layer by layer, and abandons a candidate as soon as its exact part plus the
+bounds of its unread layers exceed it. The result is therefore exactly the brute-force
+top K (ties broken by name), with the same distances to the last bit.
 """
 from __future__ import annotations
 
@@ -24,19 +26,45 @@ from vdnacli.sketch import QUANTILES, combined_bound_neurons, mean_bound, sketch
 _CHUNK = 32
 
 
+_SHAS = ("weights_sha256", "ranges_sha256")
+
+
 def compat_key(meta: dict) -> bytes:
-    fields = {k: meta.get(k) for k in ("extractor", "weights_sha256", "ranges_sha256", "bins", "layers")}
+    """What two histogram DNAs must share exactly to be compared (dna.check_compatible):
+    extractor, bins, layers. The weights and ranges digests are matched separately, since
+    an unknown digest (an imported DNA) matches any, as in check_compatible."""
+    fields = {k: meta.get(k) for k in ("extractor", "bins", "layers")}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:16]
 
 
+def _sha_rows(meta: dict) -> np.ndarray:
+    """[2, 32] uint8: a digest of each of weights/ranges sha256, zeros when unknown."""
+    out = np.zeros((len(_SHAS), 32), dtype=np.uint8)
+    for i, k in enumerate(_SHAS):
+        if meta.get(k) is not None:
+            out[i] = np.frombuffer(hashlib.sha256(str(meta[k]).encode()).digest(), dtype=np.uint8)
+    return out
+
+
+def _shas_match(a: np.ndarray, b: np.ndarray) -> bool:
+    return all(not a[i].any() or not b[i].any() or (a[i] == b[i]).all() for i in range(len(_SHAS)))
+
+
+def comparable_meta(a: dict, b: dict) -> bool:
+    """True when check_compatible(a, b, "hist") would not refuse (histograms present aside)."""
+    return compat_key(a) == compat_key(b) and _shas_match(_sha_rows(a), _sha_rows(b))
+
+
 def _compat_index(catalog) -> SideIndex:
-    return SideIndex(catalog.registry, "compat", {"key": ((16,), "uint8"), "has_hist": ((), "uint8")})
+    return SideIndex(catalog.registry, "compat-v2", {"key": ((16,), "uint8"), "has_hist": ((), "uint8"),
+                                                     "shas": ((len(_SHAS), 32), "uint8")})
 
 
 def _compat_rows(catalog, meta_of):
     def compute(name):
         meta = meta_of(name)
-        return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", []))}
+        return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", [])),
+                "shas": _sha_rows(meta)}
 
     return compute
 
@@ -66,8 +94,10 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     rows = [crow[n] for n in names if n in crow]
     keys = cindex.read("key", rows)
     has = cindex.read("has_hist", rows)
+    shas = cindex.read("shas", rows)
+    qshas = _sha_rows(query.meta)
     listed = [n for n in names if n in crow]
-    comparable = [n for n, k, h in zip(listed, keys, has) if h and (k == key).all()]
+    comparable = [n for n, k, h, sh in zip(listed, keys, has, shas) if h and (k == key).all() and _shas_match(qshas, sh)]
     skipped = sorted(set(names) - set(comparable))
 
     n_neurons = sum(query.layers.values())
@@ -109,9 +139,11 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     sizes = [query.layers[l] if idx is None else len(idx) for l, idx in sel.items()]
     seg_starts = np.cumsum([0] + sizes[:-1])
     w_layers = np.split(w, np.cumsum(sizes)[:-1])
-    exact = _ExactEMD(catalog, QueryCDF(query.hist, sel), key, weights, w_layers)
+    exact = _ExactEMD(catalog, QueryCDF(query.hist, sel), query.meta, weights, w_layers)
     results: list[tuple[str, float]] = []
     kth = np.inf
+    if top <= 0:
+        order = order[:0]
     for start in range(0, len(order), _CHUNK):
         chunk = order[start : start + _CHUNK]
         if len(results) >= top and lb1[chunk[0]] > _beyond(kth):
@@ -152,15 +184,16 @@ class _ExactEMD:
     value is assembled in selection order by `distances.weighted`, as `compare` does.
     """
 
-    def __init__(self, catalog, qcdf: QueryCDF, key: np.ndarray, weights, w_layers: list[np.ndarray]):
-        self.catalog, self.qcdf, self.key, self.weights, self.w_layers = catalog, qcdf, key, weights, w_layers
+    def __init__(self, catalog, qcdf: QueryCDF, query_meta: dict, weights, w_layers: list[np.ndarray]):
+        self.catalog, self.qcdf, self.query_meta, self.weights = catalog, qcdf, query_meta, weights
+        self.w_layers = w_layers
         self.layers = list(qcdf.selection)
 
     def distance(self, name: str, layer_bounds: np.ndarray, kth: float) -> float | None:
         with self.catalog.registry.open(name) as entry:
             if (bad := meta_problem(entry.meta)) is not None:
                 raise FormatError(f"entry '{name}': {bad}")
-            if not (np.frombuffer(compat_key(entry.meta), dtype=np.uint8) == self.key).all():
+            if not comparable_meta(self.query_meta, entry.meta):
                 raise IncompatibleDNAError(f"entry '{name}' changed since it was indexed")
             if "hist" not in entry.meta.get("kinds", []):
                 raise IncompatibleDNAError(f"entry '{name}' has no histograms")
