@@ -204,7 +204,14 @@ class SideIndex:
         for si in np.unique(seg_of):
             at = np.nonzero(seg_of == si)[0]
             seg = self._segments[si]
-            local, inverse = np.unique(rows[at] - self._offsets[si], return_inverse=True)
+            wanted = rows[at] - self._offsets[si]
+            if seg.file is not None and at[-1] - at[0] == at.size - 1 and (np.diff(wanted) == 1).all():
+                try:  # a run of consecutive rows (a full scan): straight into `out`, no copies
+                    seg.file[field].read_direct(out, np.s_[wanted[0] : wanted[-1] + 1], np.s_[at[0] : at[-1] + 1])
+                    continue
+                except (OSError, RuntimeError, ValueError):
+                    pass  # damaged chunk: the general path below recomputes the rows
+            local, inverse = np.unique(wanted, return_inverse=True)
             try:
                 data = seg.read(field, local)
             except (OSError, RuntimeError, ValueError):  # damaged chunk (fletcher32) or vanished file

@@ -185,3 +185,24 @@ def test_entries_with_unknown_digests_are_compared_as_compare_does(tmp_path):
     assert fast == brute and sorted(skipped) == sorted(brute_skipped) == ["other-ranges", "other-weights"]
     assert {n for n, _ in fast} == {"same", "imported", "half-known"}
     assert dict(fast)["imported"] == cat.compare("query", "imported").distance
+
+
+def test_damaged_index_rows_are_recomputed_on_a_full_scan(tmp_path):
+    import h5py
+
+    reg = Registry(tmp_path / "reg")
+    names = [f"n{i}" for i in range(8)]
+    for n in names:
+        reg.put(n, {}, {"v": np.zeros(1)})
+    values = {n: np.full(3, i, dtype=np.float32) for i, n in enumerate(names)}
+    index = SideIndex(reg, "t", {"v": ((3,), "float32")})
+    rows = index.sync(names, lambda n: {"v": values[n]})
+    seg = next((reg.root / "index" / "t").glob("seg-*.h5"))
+    with h5py.File(seg, "r") as f:
+        info = f["v"].id.get_chunk_info(0)
+    with open(seg, "r+b") as fh:  # flip bytes inside the first chunk: its fletcher32 no longer matches
+        fh.seek(info.byte_offset)
+        fh.write(bytes(range(1, 9)))  # (0xff bytes would not do: fletcher32 cannot tell 0xffff from 0)
+    again = SideIndex(reg, "t", {"v": ((3,), "float32")})
+    again.sync(names, lambda n: {"v": values[n]})
+    assert np.array_equal(again.read("v", [rows[n] for n in names]), np.stack([values[n] for n in names]))
