@@ -7,7 +7,6 @@ Run:  python bench/calibrate_lite0.py  (writes vdnacli/extractors/ranges/efficie
 import gzip
 import sys
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np

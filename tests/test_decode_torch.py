@@ -196,8 +196,6 @@ def jpeg_sample_dirs(sample_dirs, tmp_path_factory) -> dict[str, Path]:
 
 def test_dna_with_torch_decoder_is_close_to_pil_and_recorded(jpeg_sample_dirs, lite0):
     """Measured: EMD(torch, pil) 0.017 bins on digits, 0.016 on faces; digits vs faces 30.6."""
-    import warnings
-
     from vdnacli.distances import compare
     from vdnacli.pipeline import compute_dna
     from vdnacli.sources import list_images

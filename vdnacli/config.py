@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,19 @@ def default_registry_path() -> Path:
     return Path(base) / "vdna" / "registry"
 
 
+def default_workers() -> int:
+    """Decoding processes: one per core up to 16 (a GPU eats ~400 2-megapixel JPEGs/s per 16
+    PIL decoders), never fewer than 2 so that decoding overlaps the forward pass."""
+    return max(2, min(16, os.cpu_count() or 2))
+
+
 @dataclass(frozen=True)
 class Settings:
     registry: Path
     extractor: str = "efficientnet-lite0"
     device: str = "auto"
     batch_size: int = 32
-    workers: int = 2
+    workers: int = field(default_factory=lambda: default_workers())
     bins: int = 1000
     hub_repo: str | None = None
     offline: bool = False

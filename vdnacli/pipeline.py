@@ -97,6 +97,39 @@ def _stack(arrays: list, device):
                         for a in arrays])
 
 
+class _Stager:
+    """uint8 batches of numpy images -> tensors on the device. On CUDA the batch is stacked
+    straight into one of two reused pinned buffers and copied asynchronously; a buffer is
+    refilled only after its previous copy has finished (its event). Pinning a fresh tensor
+    per batch costs a cudaHostAlloc each time."""
+
+    def __init__(self, device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+        self.buffers: list = [None, None]
+        self.events: list = [None, None]
+        self.turn = 0
+
+    def to_device(self, arrays: list):
+        import torch
+
+        if not self.cuda:
+            return torch.from_numpy(np.stack(arrays))
+        i, self.turn = self.turn, self.turn ^ 1
+        if self.events[i] is not None:
+            self.events[i].synchronize()
+        shape = (len(arrays), *arrays[0].shape)
+        size = int(np.prod(shape))
+        if self.buffers[i] is None or self.buffers[i].numel() < size:
+            self.buffers[i] = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        host = self.buffers[i][:size].view(shape)
+        np.stack(arrays, out=host.numpy())
+        x = host.to(self.device, non_blocking=True)
+        self.events[i] = torch.cuda.Event()
+        self.events[i].record()
+        return x
+
+
 def _collate(items):
     return items
 
@@ -135,7 +168,6 @@ def iter_batches(
     if on_device:
         decode_torch.check_available(extractor.device)
     ds = _ImageDataset(list(refs), spec.input_size, crop, spec.interpolation, decoder)
-    cuda = extractor.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=batch_size,
@@ -146,6 +178,7 @@ def iter_batches(
         persistent_workers=False,
     )
     report = report if report is not None else ComputeReport()
+    stager = _Stager(extractor.device)
     done = 0
     with torch.inference_mode():
         for items in loader:
@@ -168,9 +201,7 @@ def iter_batches(
                 if on_device:
                     x = _stack(arrays, extractor.device)
                 else:
-                    x = torch.from_numpy(np.stack(arrays))
-                    if cuda:
-                        x = x.pin_memory().to(extractor.device, non_blocking=True)
+                    x = stager.to_device(arrays)
                 x = normalise(x, spec.mean, spec.std)
                 with torch.autocast(extractor.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     feats = extractor(x)
@@ -386,8 +417,6 @@ def calibrate(
     decoder: str = "pil",
 ) -> tuple[ActivationRanges, ComputeReport]:
     """Track every neuron's min and max over several image sets (paper A.2)."""
-    import torch
-
     ranges = ActivationRanges(extractor=extractor.spec.name, mins={}, maxs={}, margin=margin, rule="widen",
                               sources=tuple(label for label, _ in sources))
     report = ComputeReport()

@@ -23,7 +23,8 @@ from vdnacli.integrity import meta_problem
 from vdnacli.errors import FormatError, IncompatibleDNAError
 from vdnacli.sketch import QUANTILES, combined_bound_neurons, mean_bound, sketch_dna_hist
 
-_CHUNK = 32
+_CHUNK = 32  # candidates whose quantile sketches are read at once (stage 2)
+_SCAN_ROWS = 1024  # mean rows per block of the stage-1 scan
 
 
 _SHAS = ("weights_sha256", "ranges_sha256")
@@ -67,6 +68,16 @@ def _compat_rows(catalog, meta_of):
                 "shas": _sha_rows(meta)}
 
     return compute
+
+
+def scan_mean_bounds(sindex: SideIndex, rows: list[int], qmean: np.ndarray, w: np.ndarray | None = None,
+                     cols: np.ndarray | None = None, block: int = _SCAN_ROWS) -> np.ndarray:
+    """Stage 1: the mean bound of every row, reading the index block by block so that memory
+    stays one block (40 MB at 10^4 neurons) whatever the size of the catalog."""
+    out = np.empty(len(rows))
+    for a in range(0, len(rows), block):
+        out[a : a + block] = mean_bound(qmean, sindex.read("mean", rows[a : a + block]), w, cols)
+    return out
 
 
 def _beyond(kth: float) -> float:
@@ -132,8 +143,7 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     if cols.size == n_neurons and (np.diff(cols) == 1).all():
         cols = None
 
-    means = sindex.read("mean", [srow[n] for n in comparable])
-    lb1 = mean_bound(qmean, means, w, cols) if comparable else np.empty(0)
+    lb1 = scan_mean_bounds(sindex, [srow[n] for n in comparable], qmean, w, cols)
     order = np.argsort(lb1, kind="stable")
     stats.update(candidates=len(comparable), exact=0, quantile_reads=0, abandoned=0)
     sizes = [query.layers[l] if idx is None else len(idx) for l, idx in sel.items()]
@@ -148,9 +158,10 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
         chunk = order[start : start + _CHUNK]
         if len(results) >= top and lb1[chunk[0]] > _beyond(kth):
             break
-        quants = sindex.read("quantiles", [srow[comparable[i]] for i in chunk])
+        chunk_rows = [srow[comparable[i]] for i in chunk]
+        quants = sindex.read("quantiles", chunk_rows)
         stats["quantile_reads"] += len(chunk)
-        per_neuron = combined_bound_neurons(qmean, qquant, means[chunk], quants, cols)
+        per_neuron = combined_bound_neurons(qmean, qquant, sindex.read("mean", chunk_rows), quants, cols)
         per_layer = np.add.reduceat(per_neuron * w, seg_starts, axis=1)  # [chunk, layers]
         lb2 = per_layer.sum(axis=1)
         for j in np.argsort(lb2, kind="stable"):

@@ -1,7 +1,7 @@
 """`vdna mask ...`: sensitive-neuron focus masks and learned ignore-weights."""
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
