@@ -206,3 +206,4 @@ def test_damaged_index_rows_are_recomputed_on_a_full_scan(tmp_path):
     again = SideIndex(reg, "t", {"v": ((3,), "float32")})
     again.sync(names, lambda n: {"v": values[n]})
     assert np.array_equal(again.read("v", [rows[n] for n in names]), np.stack([values[n] for n in names]))
+

@@ -162,7 +162,8 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
         quants = sindex.read("quantiles", chunk_rows)
         stats["quantile_reads"] += len(chunk)
         per_neuron = combined_bound_neurons(qmean, qquant, sindex.read("mean", chunk_rows), quants, cols)
-        per_layer = np.add.reduceat(per_neuron * w, seg_starts, axis=1)  # [chunk, layers]
+        weighted_bounds = per_neuron * w
+        per_layer = np.stack([weighted_bounds[:, a : a + k].sum(axis=1) for a, k in zip(seg_starts, sizes)], axis=1)
         lb2 = per_layer.sum(axis=1)
         for j in np.argsort(lb2, kind="stable"):
             if len(results) >= top and lb2[j] > _beyond(kth):
