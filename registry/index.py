@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from registry.errors import RegistryError
-from registry.layout import Stamp, entry_stamp
+from registry.layout import Stamp, entry_stamp, fsync_dir
 from registry.lock import FileLock
 
 _NAME_DTYPE = "S128"
@@ -287,7 +287,7 @@ class SideIndex:
     def _publish(self, tmp: Path) -> Path:
         final = self._next_path()
         os.replace(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return final
 
     def _persist(self, seg: _Segment | None) -> None:
@@ -360,12 +360,4 @@ class SideIndex:
                 tmp.unlink(missing_ok=True)
         for s in segs:
             s.path.unlink(missing_ok=True)
-        _fsync_dir(self.dir)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(self.dir)

@@ -50,6 +50,15 @@ def entry_stamp(path: Path) -> Stamp | None:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename into (or a removal from) `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a complete entry file and fsync it (the caller renames it into place)."""
     checksums = {}

@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from registry import layout
+from registry.layout import fsync_dir
 from registry.errors import (
     CorruptEntryError,
     EntryChangedError,
@@ -53,14 +54,6 @@ def validate_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Registry:
@@ -206,7 +199,7 @@ class Registry:
                     renames = [(t, self._path(n)) for t, n in zip(tmps, names)]
                     if len(renames) == 1:
                         os.replace(*renames[0])
-                        _fsync_dir(self.entries_dir)
+                        fsync_dir(self.entries_dir)
                     else:
                         self._write_journal(journal, renames)
                         self._roll_forward(journal)
@@ -225,7 +218,7 @@ class Registry:
             f.flush()
             os.fsync(f.fileno())
         os.replace(part, journal)
-        _fsync_dir(self.tmp_dir)
+        fsync_dir(self.tmp_dir)
 
     def _journals(self) -> list[Path]:
         return sorted(self.tmp_dir.glob("*" + _JOURNAL))
@@ -239,9 +232,9 @@ class Registry:
             tmp, final = self.tmp_dir / str(tmp_name), self.entries_dir / str(final_name)
             if tmp.parent == self.tmp_dir and final.parent == self.entries_dir and tmp.exists():
                 os.replace(tmp, final)
-        _fsync_dir(self.entries_dir)
+        fsync_dir(self.entries_dir)
         journal.unlink(missing_ok=True)
-        _fsync_dir(self.tmp_dir)
+        fsync_dir(self.tmp_dir)
 
     def _recover(self) -> None:
         """Finish group commits interrupted by a crash (the lock is held)."""
@@ -254,7 +247,7 @@ class Registry:
             try:
                 self._recover()
                 path.unlink()
-                _fsync_dir(self.entries_dir)
+                fsync_dir(self.entries_dir)
             except FileNotFoundError:
                 raise EntryNotFoundError(name, str(self.root)) from None
             except OSError as e:
@@ -300,5 +293,5 @@ class Registry:
             for p in removed:
                 p.unlink(missing_ok=True)
             if removed:
-                _fsync_dir(self.tmp_dir)
+                fsync_dir(self.tmp_dir)
         return removed
