@@ -147,6 +147,12 @@ def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preproce
     }
 
 
+def must_match(kind: str) -> tuple[str, ...]:
+    """The metadata keys two DNAs must agree on to be compared with `kind` (a digest that
+    is unknown on either side is assumed to match, with a warning)."""
+    return _MUST_MATCH[kind]
+
+
 def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
     """Raise if a and b cannot be compared with `kind`; return warnings otherwise."""
     a.require(kind)

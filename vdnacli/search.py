@@ -18,6 +18,7 @@ import numpy as np
 from registry import RegistryError
 from registry.index import SideIndex
 from vdnacli.distances import make_selection, weighted
+from vdnacli.dna import must_match
 from vdnacli.emd_query import QueryCDF
 from vdnacli.integrity import meta_problem
 from vdnacli.errors import FormatError, IncompatibleDNAError
@@ -27,19 +28,21 @@ _CHUNK = 32  # candidates whose quantile sketches are read at once (stage 2)
 _SCAN_ROWS = 1024  # mean rows per block of the stage-1 scan
 
 
-_SHAS = ("weights_sha256", "ranges_sha256")
+# what check_compatible requires of two histogram DNAs: digests (an unknown one matches any)
+# and the fields that must be equal
+_SHAS = tuple(k for k in must_match("hist") if k.endswith("sha256"))
+_EQUAL = tuple(k for k in must_match("hist") if k not in _SHAS)
 
 
 def compat_key(meta: dict) -> bytes:
-    """What two histogram DNAs must share exactly to be compared (dna.check_compatible):
-    extractor, bins, layers. The weights and ranges digests are matched separately, since
-    an unknown digest (an imported DNA) matches any, as in check_compatible."""
-    fields = {k: meta.get(k) for k in ("extractor", "bins", "layers")}
+    """A digest of the fields two histogram DNAs must share exactly to be compared
+    (extractor, bins, layers); the weights/ranges digests are matched separately."""
+    fields = {k: meta.get(k) for k in _EQUAL}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:16]
 
 
 def _sha_rows(meta: dict) -> np.ndarray:
-    """[2, 32] uint8: a digest of each of weights/ranges sha256, zeros when unknown."""
+    """[len(_SHAS), 32] uint8: a digest of each weights/ranges sha256, zeros when unknown."""
     out = np.zeros((len(_SHAS), 32), dtype=np.uint8)
     for i, k in enumerate(_SHAS):
         if meta.get(k) is not None:
