@@ -173,7 +173,7 @@ def iter_batches(
         batch_size=batch_size,
         num_workers=workers,
         collate_fn=_collate,
-        pin_memory=False,  # the PIL path pins its batches below; nvjpeg stages bitstreams itself
+        pin_memory=False,  # CUDA batches are staged through _Stager's pinned buffers; nvjpeg reads host bytes itself
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
@@ -219,7 +219,7 @@ class _HistAccumulator:
 
         self.bins = bins
         self.workspace = Workspace()
-        self.count, self.counter = counter_for(extractor.device)
+        self.count, _ = counter_for(extractor.device)
         self.params = {}
         self.counts = {}
         for layer, n in extractor.spec.layers:
