@@ -207,3 +207,28 @@ def test_damaged_index_rows_are_recomputed_on_a_full_scan(tmp_path):
     again.sync(names, lambda n: {"v": values[n]})
     assert np.array_equal(again.read("v", [rows[n] for n in names]), np.stack([values[n] for n in names]))
 
+
+
+def test_both_nearest_paths_report_compare_distances_to_the_last_bit(tmp_path):
+    """Sketch search and --exact share the exact stage; `compare` (emd_rows) is the
+    independent reference, with neuron selections and weights."""
+    from vdnacli.distances import compare, make_selection
+
+    rng = np.random.default_rng(21)
+    cat = Catalog(tmp_path / "reg")
+    layers = {"a": 7, "b": 5}
+    meta = new_meta(extractor="x", weights_sha256="w" * 64, ranges_sha256="r" * 64, layers=layers, bins=50,
+                    preprocessing={}, kinds=["hist"])
+    meta["num_images"] = 1
+    for i in range(9):
+        cat.put(f"e{i}", DNA(meta=dict(meta), hist={l: _counts(rng, k, 50) for l, k in layers.items()}))
+    weights = {"a": rng.random(7), "b": rng.random(5)}
+    query = cat.get("e0")
+    for lay, neu, w in ((None, None, None), (["b"], None, None), (None, {"a": [1, 4]}, None), (None, None, weights)):
+        sel = make_selection(query.layers, lay, neu)
+        wsel = None if w is None else {l: w[l][sel[l]] if sel[l] is not None else w[l] for l in sel}
+        expected = sorted(((n, compare(query, cat.get(n), "emd", sel, wsel).distance) for n in cat.names() if n != "e0"),
+                          key=lambda r: (r[1], r[0]))
+        for exact in (False, True):
+            got, _ = cat.nearest("e0", top=8, layers=lay, neurons=neu, weights=w, exact=exact)
+            assert got == expected

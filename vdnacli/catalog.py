@@ -145,16 +145,27 @@ class Catalog:
         kind = METRICS.get(metric, "hist")
         query = self.get(name, [kind])
         sel = make_selection(query.layers, layers, neurons)
+        if metric == "emd":  # the query's side computed once; each entry read as stored
+            from vdnacli.search import ExactEMD
+
+            query.require("hist")
+            exact = ExactEMD(self, query, sel, weights)
+
+            def distance(other):
+                return exact.distance(other)
+        else:
+            def distance(other):
+                return compare(query, self.get(other, [kind]), metric, sel, weights).distance
         results, skipped = [], []
         for other in candidates if candidates is not None else self.names():
             if other == name:
                 continue
             try:
-                d = compare(query, self.get(other, [kind]), metric, sel, weights)
+                d = distance(other)
             except (IncompatibleDNAError, FormatError, RegistryError):
                 skipped.append(other)
                 continue
-            results.append((other, d.distance))
+            results.append((other, d))
         results.sort(key=lambda r: (r[1], r[0]))
         return results[: max(top, 0)], skipped
 

@@ -138,21 +138,16 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     offsets = np.cumsum([0] + list(query.layers.values()))
     starts = dict(zip(query.layers, offsets[:-1]))
     cols = np.concatenate([starts[l] + (idx if idx is not None else np.arange(query.layers[l])) for l, idx in sel.items()])
-    if weights is None:
-        w = np.full(cols.size, 1.0 / cols.size)
-    else:
-        w = np.concatenate([np.asarray(weights[l], dtype=np.float64)[idx if idx is not None else slice(None)]
-                            for l, idx in sel.items()])
+    w = _neuron_weights(sel, cols.size, weights)
     if cols.size == n_neurons and (np.diff(cols) == 1).all():
         cols = None
 
     lb1 = scan_mean_bounds(sindex, [srow[n] for n in comparable], qmean, w, cols)
     order = np.argsort(lb1, kind="stable")
     stats.update(candidates=len(comparable), exact=0, quantile_reads=0, abandoned=0)
-    sizes = [query.layers[l] if idx is None else len(idx) for l, idx in sel.items()]
+    exact = ExactEMD(catalog, query, sel, weights)
+    sizes = exact.sizes
     seg_starts = np.cumsum([0] + sizes[:-1])
-    w_layers = np.split(w, np.cumsum(sizes)[:-1])
-    exact = _ExactEMD(catalog, QueryCDF(query.hist, sel), query.meta, weights, w_layers)
     results: list[tuple[str, float]] = []
     kth = np.inf
     if top <= 0:
@@ -189,39 +184,55 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
     return results, sorted(skipped)
 
 
-class _ExactEMD:
-    """Exact EMD of the query against one candidate, layer by layer from one open entry.
+def _neuron_weights(sel, n_selected: int, weights) -> np.ndarray:
+    """EMD_W's weight of each selected neuron, in selection order (uniform: EMD_avg)."""
+    if weights is None:
+        return np.full(n_selected, 1.0 / n_selected)
+    return np.concatenate([np.asarray(weights[l], dtype=np.float64)[idx if idx is not None else slice(None)]
+                           for l, idx in sel.items()])
 
-    After each layer, the exact part so far plus the sketch bounds of the layers still to
-    read is a lower bound of the full distance; once it exceeds the K-th best distance the
-    candidate cannot enter the top K and the rest of its file is never read. Layers are
-    read in decreasing order of their bound (the likeliest to decide first); the final
-    value is assembled in selection order by `distances.weighted`, as `compare` does.
+
+class ExactEMD:
+    """Exact EMD of one query DNA against catalog entries, layer by layer from one open entry
+    file; the value is `compare`'s to the last bit (same per-neuron arithmetic, assembled in
+    selection order by `distances.weighted`).
+
+    With `layer_bounds` (lower bounds of each layer's weighted part, from the sketches) and
+    the K-th best distance so far, the search stops reading a candidate once the exact part
+    so far plus the bounds of the layers still unread exceed it: the candidate cannot enter
+    the top K, and the rest of its file is never read. Layers are then read in decreasing
+    order of their bound (the likeliest to decide first). Without them (brute force), every
+    selected layer is read.
     """
 
-    def __init__(self, catalog, qcdf: QueryCDF, query_meta: dict, weights, w_layers: list[np.ndarray]):
-        self.catalog, self.qcdf, self.query_meta, self.weights = catalog, qcdf, query_meta, weights
-        self.w_layers = w_layers
-        self.layers = list(qcdf.selection)
+    def __init__(self, catalog, query, sel, weights=None):
+        self.catalog, self.query_meta, self.weights = catalog, query.meta, weights
+        self.qcdf = QueryCDF(query.hist, sel)
+        self.layers = list(sel)
+        self.sizes = [query.layers[l] if idx is None else len(idx) for l, idx in sel.items()]
+        w = _neuron_weights(sel, sum(self.sizes), weights)
+        self.w_layers = np.split(w, np.cumsum(self.sizes)[:-1])
 
-    def distance(self, name: str, layer_bounds: np.ndarray, kth: float) -> float | None:
+    def distance(self, name: str, layer_bounds: np.ndarray | None = None, kth: float = np.inf) -> float | None:
+        """The exact distance, or None once it provably exceeds `kth` (abandoned part-way)."""
+        bounds = np.zeros(len(self.layers)) if layer_bounds is None else layer_bounds
         with self.catalog.registry.open(name) as entry:
             if (bad := meta_problem(entry.meta)) is not None:
                 raise FormatError(f"entry '{name}': {bad}")
             if not comparable_meta(self.query_meta, entry.meta):
-                raise IncompatibleDNAError(f"entry '{name}' changed since it was indexed")
+                raise IncompatibleDNAError(f"entry '{name}' was computed with another extractor, weights, ranges, "
+                                           "bins or layers than the query")
             if "hist" not in entry.meta.get("kinds", []):
                 raise IncompatibleDNAError(f"entry '{name}' has no histograms")
-            order = np.argsort(-layer_bounds, kind="stable")
-            remaining = float(layer_bounds.sum())
+            remaining = float(bounds.sum())
             partial = 0.0
             per_neuron = {}
-            for i in order:
+            for i in np.argsort(-bounds, kind="stable"):
                 layer = self.layers[i]
                 d = self.qcdf.layer(layer, entry.array(f"hist/{layer}"))
                 per_neuron[layer] = d
                 partial += float(d @ self.w_layers[i])
-                remaining -= float(layer_bounds[i])
+                remaining -= float(bounds[i])
                 if partial + max(remaining, 0.0) > _beyond(kth):
                     return None
         return weighted({l: per_neuron[l] for l in self.layers}, self.weights)
