@@ -125,8 +125,15 @@ def synthetic_photos(n: int, seed: int, size: int = 256, smooth: int = 8) -> lis
     return out
 
 
-def write_jpegs(folder: Path, n: int, size: tuple[int, int]) -> Path:
+def _write_one(job):
     from PIL import Image
+
+    path, photo, size = job
+    Image.fromarray(photo).resize(size, Image.Resampling.BILINEAR).save(path, quality=90)
+
+
+def write_jpegs(folder: Path, n: int, size: tuple[int, int]) -> Path:
+    from concurrent.futures import ProcessPoolExecutor
 
     from vdnacli import samples
     from vdnacli.errors import VdnaError
@@ -136,10 +143,9 @@ def write_jpegs(folder: Path, n: int, size: tuple[int, int]) -> Path:
         photos = [p for p in samples.photos() if p.ndim == 3]
     except VdnaError:  # a GPU box without scikit-image: smooth random colour fields instead
         photos = synthetic_photos(8, seed=0)
-    w, h = size
-    for i in range(n):
-        img = Image.fromarray(photos[i % len(photos)]).resize((w, h), Image.Resampling.BILINEAR)
-        img.save(folder / f"{i:05d}.jpg", quality=90)
+    jobs = [(folder / f"{i:05d}.jpg", photos[i % len(photos)], tuple(size)) for i in range(n)]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # encoding 2-MP JPEGs is the slow part
+        list(pool.map(_write_one, jobs, chunksize=16))
     return folder
 
 

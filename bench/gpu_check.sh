@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of the fast-computation work, in one short run (~8-10 min on an H100/H200; give it timeout_s=600):
+# The GPU checks of the fast-computation work, in one short run (~6 min on an H100/H200; give it timeout_s=480):
 #   1. the compiled Triton kernel and the CPU kernel against the reference counts; the pipeline on
 #      CUDA (Triton counts == bincount counts on the same activations; nvjpeg vs PIL EMD);
 #   2. forward vs DNA throughput, ViT-B/16 and ResNet-50 (random weights: the offline GPU box
@@ -21,12 +21,12 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 
-python -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py tests/test_kernels.py 2>&1 | tail -5 | tee "$OUT/kernels.txt"
+timeout 100 python -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py tests/test_kernels.py 2>&1 | tail -5 | tee "$OUT/kernels.txt"
 
-timeout 150 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/pipeline.txt"
+timeout 100 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/pipeline.txt"
 
-timeout 200 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
-    --precision fp32 bf16 --batch 128 --iters 10 --rounds 3 --upstream --e2e-images 0 2>&1 | tee "$OUT/throughput.md"
+timeout 150 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
+    --precision fp32 bf16 --batch 128 --iters 8 --rounds 2 --upstream --e2e-images 0 2>&1 | tee "$OUT/throughput.md"
 
-timeout 180 python bench/bench_dna.py --device cuda --extractors rand-resnet50 --precision bf16 --batch 128 \
-    --iters 0 --e2e-images 2048 --e2e-size 1600x1200 --workers "$(nproc)" --decoders pil torch 2>&1 | tee "$OUT/e2e.md"
+timeout 150 python bench/bench_dna.py --device cuda --extractors rand-resnet50 --precision bf16 --batch 128 \
+    --iters 0 --e2e-images 1536 --e2e-size 1600x1200 --workers "$(nproc)" --decoders pil torch 2>&1 | tee "$OUT/e2e.md"
