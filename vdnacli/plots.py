@@ -1,4 +1,4 @@
-"""PNG figures (matplotlib is an optional extra: pip install 'vdna[plot]').
+"""PNG figures (matplotlib is an optional extra: pip install 'vdnacli[plot]').
 
 compare_figure:  per-layer distance bars + the top-N neurons' normalised histograms overlaid
 matrix_figure:   clustered, labelled heatmap of pairwise distances
@@ -22,7 +22,7 @@ def _plt():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise VdnaError("plots need matplotlib: pip install 'vdna[plot]'") from None
+        raise VdnaError("plots need matplotlib: pip install 'vdnacli[plot]'") from None
     return plt
 
 

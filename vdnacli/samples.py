@@ -23,7 +23,7 @@ def _need(module: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise VdnaError(f"the sample images need {module.split('.')[0]}; pip install 'vdna[demo]'") from None
+        raise VdnaError(f"the sample images need {module.split('.')[0]}; pip install 'vdnacli[demo]'") from None
 
 
 def digits() -> np.ndarray:

@@ -30,7 +30,7 @@ IgnoreOpt = Annotated[
     Optional[str],
     typer.Option("--ignore", help="Learned ignore-mask: weighted EMD_W that ignores its attribute.", show_default=False),
 ]
-PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure here (needs vdna[plot]).", show_default=False)]
+PlotOpt = Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG figure here (needs vdnacli[plot]).", show_default=False)]
 SheetOpt = Annotated[
     Optional[Path], typer.Option("--sheet", help="Also write a PNG contact sheet of best/middle/worst images.", show_default=False)
 ]
