@@ -156,14 +156,18 @@ def end_to_end(extractor, device, folder, workers, batch, decoders, precision="f
     from vdnacli.build import AddRequest, add
     from vdnacli.catalog import Catalog
     from vdnacli.distances import compare
+    from vdnacli.settings import ComputeSettings
 
     cat = Catalog(Path(tempfile.mkdtemp(prefix="vdna-bench-reg-")))
     out, first = {}, None
     for decoder in decoders:
         t = time.perf_counter()
-        dna, report = add(cat, AddRequest(name=f"bench-{decoder}", source=folder, extractor=extractor, device=device,
-                                          batch_size=batch, workers=workers, decoder=decoder,
-                                          precision=precision))
+        # both decoders with the recipe the device decoder reproduces (ours: upright, centre crop, pil
+        # resize, float32 binning), whatever the extractor's default
+        settings = ComputeSettings.for_extractor(extractor, precision=precision, decoder=decoder, resize="pil",
+                                                 decode_mode="upright", crop="center", binning="float32")
+        dna, report = add(cat, AddRequest(name=f"bench-{decoder}", source=folder, settings=settings, device=device,
+                                          batch_size=batch, workers=workers))
         total = report.images / (time.perf_counter() - t)
         first = dna if first is None else first
         out[decoder] = (total, report.images_per_second, compare(first, dna).distance)

@@ -13,7 +13,7 @@ import numpy as np
 
 from vdnacli import samples
 from vdnacli.extractors import load_extractor
-from vdnacli.pipeline import calibrate
+from vdnacli.pipeline import Run, calibrate
 from vdnacli.sources import list_images
 
 
@@ -42,7 +42,7 @@ def main():
         sets[f"demo-{name}"] = arrs
     sources = [(name, list_images(samples.write_pngs(arrs, tmp / name))) for name, arrs in sets.items()]
     ext = load_extractor("efficientnet-lite0", "cpu")
-    ranges, report = calibrate(sources, ext, margin=0.2, batch_size=32, workers=2)
+    ranges, report = calibrate(sources, ext, margin=0.2, run=Run(batch_size=32, workers=2))
     out = Path(__file__).resolve().parents[1] / "vdnacli" / "extractors" / "ranges" / "efficientnet-lite0.json"
     ranges.save(out)
     print(f"{report.images} images, {report.images_per_second:.1f} img/s -> {out} (sha256 {ranges.sha256()[:12]})")

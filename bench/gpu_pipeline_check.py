@@ -28,7 +28,8 @@ from bench.bench_dna import synthetic_photos  # noqa: E402
 from vdnacli.distances import compare  # noqa: E402
 from vdnacli.errors import VdnaError  # noqa: E402
 from vdnacli.extractors import load_extractor  # noqa: E402
-from vdnacli.pipeline import compute_dna  # noqa: E402
+from vdnacli.pipeline import Run, compute_dna  # noqa: E402
+from vdnacli.settings import ComputeSettings  # noqa: E402
 from vdnacli.sources import list_images  # noqa: E402
 
 
@@ -57,16 +58,18 @@ def main() -> int:
                 for j, half in enumerate("ab")}
     folders = {name: write_jpegs(arrays, work / name) for name, arrays in sets.items()}
     ext = load_extractor("rand-resnet50", device)
+    settings = ComputeSettings.for_extractor(ext.spec.name, crop="center", resize="pil", decode_mode="upright")
     refs = list_images(folders["photos-a"])
     ok = True
 
     fn, how = kernels.counter_for(ext.device)
     print(f"counter on {ext.device}: {how}")
-    fused, _ = compute_dna(refs, ext, batch_size=32, workers=4)
+    run = Run(batch_size=32, workers=4)
+    fused, _ = compute_dna(refs, ext, run=run)
     original = kernels.counter_for
     kernels.counter_for = lambda device: (kernels.histogram_counts, "bincount")
     try:
-        plain, _ = compute_dna(refs, ext, batch_size=32, workers=4)
+        plain, _ = compute_dna(refs, ext, run=run)
     finally:
         kernels.counter_for = original
     same = all(np.array_equal(fused.hist[l], plain.hist[l]) for l in fused.hist)
@@ -75,10 +78,10 @@ def main() -> int:
 
     for name in ("photos-a", "faces-a", "digits-a"):
         r = list_images(folders[name])
-        pil, rep_pil = compute_dna(r, ext, batch_size=32, workers=4, decoder="pil")
-        nv, rep_nv = compute_dna(r, ext, batch_size=32, workers=4, decoder="torch")
+        pil, rep_pil = compute_dna(r, ext, settings.replace(decoder="pil"), run)
+        nv, rep_nv = compute_dna(r, ext, settings.replace(decoder="torch"), run)
         twin = name[:-1] + "b"
-        other, _ = compute_dna(list_images(folders[twin]), ext, batch_size=32, workers=4)
+        other, _ = compute_dna(list_images(folders[twin]), ext, settings, run)
         print(f"{name}: EMD(pil, nvjpeg) = {compare(pil, nv).distance:.4f} bins; twin halves {name} vs {twin}: "
               f"{compare(pil, other).distance:.4f}; decoder recorded: {nv.meta['preprocessing'].get('decoder')}; "
               f"failed pil/nvjpeg: {len(rep_pil.failed)}/{len(rep_nv.failed)}")

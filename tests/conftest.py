@@ -28,12 +28,14 @@ def lite0():
 @pytest.fixture(scope="session")
 def real_dnas(sample_dirs, lite0):
     """DNAs (hist + gauss) of each sample folder, computed with the real extractor."""
-    from vdnacli.pipeline import compute_dna
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
     from vdnacli.sources import list_images
 
     out = {}
     for name, folder in sample_dirs.items():
-        dna, _ = compute_dna(list_images(folder), lite0, kinds=("hist", "gauss"), batch_size=16, name=name)
+        dna, _ = compute_dna(list_images(folder), lite0, ComputeSettings.for_extractor("efficientnet-lite0", kinds=("hist", "gauss")),
+                             Run(batch_size=16), name=name)
         out[name] = dna
     return out
 

@@ -14,7 +14,13 @@ from PIL import Image
 from vdnacli import decode_torch, samples
 from vdnacli.decode_torch import EncodedJpeg, decode_resize, probe_jpeg
 from vdnacli.errors import ConfigError, ImageDecodeError
-from vdnacli.preprocess import decode, prepare
+from vdnacli.pipeline import Run
+from vdnacli.preprocess import ImageRecipe, decode, prepare
+from vdnacli.settings import ComputeSettings
+
+
+def _settings(**kw) -> ComputeSettings:
+    return ComputeSettings.for_extractor("efficientnet-lite0", **kw)
 
 CPU = torch.device("cpu")
 
@@ -151,7 +157,7 @@ def test_torchvision_refusal_returns_none_and_pipeline_falls_back_to_pil(odd_dir
     assert decode_resize([EncodedJpeg(png, 1)], CPU, 224) == [None]  # "Not a JPEG file"
     bad = (odd_dir / "bad-scan.jpg").read_bytes()
     items = [(0, EncodedJpeg(png, 1), b"a" * 16, None), (1, EncodedJpeg(bad, 1), b"b" * 16, None)]
-    (i0, arr, _, err0), (i1, none, _, err1) = _decode_on_device(items, None, CPU, 224, "center", "bicubic")
+    (i0, arr, _, err0), (i1, none, _, err1) = _decode_on_device(items, None, CPU, ImageRecipe(224))
     assert err0 is None and np.array_equal(arr, _pil_path(png))  # PIL decided: decoded
     with pytest.raises(ImageDecodeError) as e:  # PIL decided: a failure, with PIL's reason
         decode(bad)
@@ -166,18 +172,17 @@ def test_failures_and_images_as_with_pil(odd_dir, lite0):
     refs = list_images(odd_dir)
     dnas, reports = {}, {}
     for decoder in ("pil", "torch"):
-        dnas[decoder], reports[decoder] = compute_dna(refs, lite0, kinds=("hist",), batch_size=4, decoder=decoder)
+        dnas[decoder], reports[decoder] = compute_dna(refs, lite0, _settings(decoder=decoder), Run(batch_size=4))
     assert reports["torch"].failed == reports["pil"].failed
     assert {n for n, _ in reports["pil"].failed} == {"truncated.jpg", "bomb.jpg", "empty.jpg", "bad-scan.jpg"}
     assert reports["torch"].images == reports["pil"].images == 6
     assert np.array_equal(dnas["torch"].image_hashes, dnas["pil"].image_hashes)
     with pytest.raises(ImageDecodeError, match="bad-scan.jpg"):
-        for _ in iter_batches(refs, lite0, batch_size=4, strict=True, decoder="torch"):
+        for _ in iter_batches(refs, lite0, _settings(decoder="torch"), Run(batch_size=4, strict=True)):
             pass
     # appending what is already counted: duplicates skipped, never decoded
     skip = {bytes(h) for h in dnas["torch"].image_hashes}
-    _, again = compute_dna(refs, lite0, kinds=("hist",), batch_size=4, skip=skip, decoder="torch",
-                           allow_empty=True)
+    _, again = compute_dna(refs, lite0, _settings(decoder="torch"), Run(batch_size=4, skip=skip, allow_empty=True))
     assert again.images == 0 and again.duplicates == 6 and again.failed == reports["pil"].failed
 
 
@@ -203,8 +208,8 @@ def test_dna_with_torch_decoder_is_close_to_pil_and_recorded(jpeg_sample_dirs, l
     dnas = {}
     for name, folder in jpeg_sample_dirs.items():
         for decoder in ("pil", "torch"):
-            dnas[name, decoder], _ = compute_dna(list_images(folder), lite0, kinds=("hist",), batch_size=20,
-                                                 decoder=decoder)
+            dnas[name, decoder], _ = compute_dna(list_images(folder), lite0, _settings(decoder=decoder),
+                                                 Run(batch_size=20))
     between = compare(dnas["digits-a", "pil"], dnas["faces-a", "pil"]).distance
     assert between > 20
     for name in jpeg_sample_dirs:
@@ -225,9 +230,9 @@ def test_append_keeps_the_entry_decoder(jpeg_sample_dirs, odd_dir, tmp_path):
 
     cat = Catalog(tmp_path / "reg")
     folder = jpeg_sample_dirs["faces-a"]
-    add(cat, AddRequest(name="f", source=folder, limit=8, decoder="torch", workers=0, batch_size=8))
-    with pytest.raises(ConfigError, match="'f' was computed with --decode torch; append with --decode torch"):
-        add(cat, AddRequest(name="f", source=folder, decoder="pil", append=True, workers=0))
+    add(cat, AddRequest(name="f", source=folder, settings=_settings(decoder="torch"), limit=8, workers=0, batch_size=8))
+    with pytest.raises(ConfigError, match=r"'f' was computed with other settings \(decoder: decoder=torch\)"):
+        add(cat, AddRequest(name="f", source=folder, settings=_settings(decoder="pil"), append=True, workers=0))
     dna, report = add(cat, AddRequest(name="f", source=odd_dir, append=True, workers=0, batch_size=8))
     assert report.images == 6 and dna.num_images == 14
     assert cat.get("f").meta["preprocessing"]["decoder"] == "torchvision-cpu"

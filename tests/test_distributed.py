@@ -46,11 +46,12 @@ def test_torchrun_two_processes_equal_single_process(sample_dirs, tmp_path):
 PEAK = """
 import resource, sys
 from vdnacli.extractors import load_extractor
-from vdnacli.pipeline import compute_dna
+from vdnacli.pipeline import Run, compute_dna
+from vdnacli.settings import ComputeSettings
 from vdnacli.sources import ImageRef
 ext = load_extractor("efficientnet-lite0", "cpu")
 refs = [ImageRef(name=f"{i}.png", path=sys.argv[1]) for i in range(int(sys.argv[2]))]
-dna, report = compute_dna(refs, ext, kinds=("hist", "gauss"), batch_size=32)
+dna, report = compute_dna(refs, ext, ComputeSettings.for_extractor(ext.spec.name, kinds=("hist", "gauss")), Run(batch_size=32))
 assert dna.num_images == int(sys.argv[2])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -158,7 +158,8 @@ def offline_hub(hub_cache, monkeypatch):
 
 
 def test_hub_weights_and_ranges_load_offline_from_the_cache(offline_hub, sample_dirs):
-    from vdnacli.pipeline import compute_dna
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
     from vdnacli.ranges import from_upstream
     from vdnacli.sources import list_images
 
@@ -168,7 +169,7 @@ def test_hub_weights_and_ranges_load_offline_from_the_cache(offline_hub, sample_
     ext = load_extractor("mugs-vit-b16", "cpu")  # relation blocks dropped, everything else strict
     assert ext.offline and ext.weights_sha256 == weights_mod.sha256_of(path)
     refs = list_images(sample_dirs["photos-a"])[:8]
-    dna, _ = compute_dna(refs, ext, kinds=("hist", "gauss"), bins=50, batch_size=8)
+    dna, _ = compute_dna(refs, ext, ComputeSettings.for_extractor(ext.spec.name, kinds=("hist", "gauss"), bins=50), Run(batch_size=8))
     ranges_file = weights_mod.hf_cached(MUGS, "Mugs/mugs_vit_base/activation_ranges.json")
     expected = from_upstream(json.loads(ranges_file.read_text()), "mugs-vit-b16")
     assert dna.meta["ranges_sha256"] == expected.sha256()
@@ -264,7 +265,8 @@ def test_dinov2_hub_checkpoint_at_518_loads_at_224(tmp_path):
 # -- activation ranges: upstream format, provenance, refusal ----------------------------------
 def test_upstream_ranges_are_read_recorded_and_never_mixed(tmp_path, sample_dirs, lite0, vdna):
     from vdnacli.distances import compare
-    from vdnacli.pipeline import compute_dna
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
     from vdnacli.ranges import load_ranges
     from vdnacli.sources import list_images
 
@@ -279,8 +281,8 @@ def test_upstream_ranges_are_read_recorded_and_never_mixed(tmp_path, sample_dirs
     np.testing.assert_allclose(lo, ours.mins["head"].astype(np.float64) * 1.2)
     np.testing.assert_allclose(hi, ours.maxs["head"].astype(np.float64) * 1.2)
     refs = list_images(sample_dirs["digits-a"])[:10]
-    with_upstream, _ = compute_dna(refs, lite0, kinds=("hist",), bins=64, ranges=r)
-    with_ours, _ = compute_dna(refs, lite0, kinds=("hist",), bins=64)
+    with_upstream, _ = compute_dna(refs, lite0, ComputeSettings.for_extractor("efficientnet-lite0", bins=64), ranges=r)
+    with_ours, _ = compute_dna(refs, lite0, ComputeSettings.for_extractor("efficientnet-lite0", bins=64))
     assert with_upstream.meta["ranges_sha256"] == r.sha256() != ours.sha256() == with_ours.meta["ranges_sha256"]
     with pytest.raises(IncompatibleDNAError, match="activation ranges"):
         compare(with_upstream, with_ours)
@@ -298,7 +300,8 @@ def test_upstream_ranges_are_read_recorded_and_never_mixed(tmp_path, sample_dirs
 def test_crop_none_is_recorded_and_changes_activations(tmp_path, lite0):
     from PIL import Image
 
-    from vdnacli.pipeline import compute_dna
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
     from vdnacli.sources import list_images
 
     rng = np.random.default_rng(0)
@@ -308,11 +311,11 @@ def test_crop_none_is_recorded_and_changes_activations(tmp_path, lite0):
         a[:, 60:120] = 40 * i
         Image.fromarray(a).save(tmp_path / f"{i}.png")
     refs = list_images(tmp_path)
-    centre, _ = compute_dna(refs, lite0, kinds=("gauss",))
-    squash, _ = compute_dna(refs, lite0, kinds=("gauss",), crop="none")
+    centre, _ = compute_dna(refs, lite0, ComputeSettings.for_extractor("efficientnet-lite0", kinds=("gauss",)))
+    squash, _ = compute_dna(refs, lite0, ComputeSettings.for_extractor("efficientnet-lite0", kinds=("gauss",), crop="none"))
     assert centre.meta["preprocessing"]["crop"] == "center" and squash.meta["preprocessing"]["crop"] == "none"
     assert not np.allclose(centre.gauss["head"].mean, squash.gauss["head"].mean, rtol=0.05)
     from vdnacli.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown crop"):
-        compute_dna(refs, lite0, kinds=("gauss",), crop="left")
+        ComputeSettings.for_extractor("efficientnet-lite0", kinds=("gauss",), crop="left")

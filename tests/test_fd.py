@@ -115,19 +115,23 @@ def test_fd_metric_is_the_mean_of_layer_fds_and_round_trips():
 
 def test_one_pass_produces_three_consistent_kinds(sample_dirs, lite0):
     """Real images, real network: hist, gauss and layer-gauss from one pass agree with each other."""
-    from vdnacli.pipeline import compute_dna
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
+
+    def _lite0(kinds):
+        return ComputeSettings.for_extractor("efficientnet-lite0", kinds=kinds)
     from vdnacli.sources import list_images
 
-    faces_a, _ = compute_dna(list_images(sample_dirs["faces-a"]), lite0, kinds=("hist", "gauss", "layer-gauss"),
-                             batch_size=20)
+    faces_a, _ = compute_dna(list_images(sample_dirs["faces-a"]), lite0, _lite0(("hist", "gauss", "layer-gauss")),
+                             Run(batch_size=20))
     assert faces_a.kinds == ["hist", "gauss", "layer-gauss"]
     for layer, g in faces_a.gauss.items():
         lg = faces_a.layer_gauss[layer]
         assert lg.count == g.count == 40
         np.testing.assert_allclose(lg.mean, g.mean, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(np.diagonal(lg.cov), g.var, rtol=1e-7, atol=1e-12)
-    faces_b, _ = compute_dna(list_images(sample_dirs["faces-b"])[:20], lite0, kinds=("layer-gauss",), batch_size=20)
-    digits, _ = compute_dna(list_images(sample_dirs["digits-a"])[:20], lite0, kinds=("layer-gauss",), batch_size=20)
+    faces_b, _ = compute_dna(list_images(sample_dirs["faces-b"])[:20], lite0, _lite0(("layer-gauss",)), Run(batch_size=20))
+    digits, _ = compute_dna(list_images(sample_dirs["digits-a"])[:20], lite0, _lite0(("layer-gauss",)), Run(batch_size=20))
     sel = make_selection(faces_a.layers, ["head"])
     twin = compare(faces_a, faces_b, "fd", sel).distance
     other = compare(faces_a, digits, "fd", sel).distance

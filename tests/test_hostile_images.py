@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from vdnacli.errors import ImageDecodeError, SourceError
-from vdnacli.pipeline import _ImageDataset, compute_dna
-from vdnacli.preprocess import MAX_PIXELS, decode, prepare
+from vdnacli.pipeline import Run, _ImageDataset, compute_dna
+from vdnacli.preprocess import MAX_PIXELS, ImageRecipe, decode, prepare
 from vdnacli.sources import list_images
 
 RNG = np.random.default_rng(1234)
@@ -234,7 +234,7 @@ def make_hostile_folder(root: Path) -> Path:
 
 
 def run_dataset(refs):
-    ds = _ImageDataset(refs, 224, "center", "bicubic")
+    ds = _ImageDataset(refs, ImageRecipe(224))
     ok, failed = [], {}
     for i in range(len(ds)):
         _, arr, _, err = ds[i]
@@ -328,9 +328,9 @@ def test_folder_with_no_valid_image_is_an_error(tmp_path, lite0):
     (folder / "b.png").write_bytes(PNG[:100])
     os.mkfifo(folder / "c.jpg")
     with pytest.raises(SourceError, match="no valid image among 3 file"):
-        compute_dna(list_images(folder), lite0, batch_size=4)
+        compute_dna(list_images(folder), lite0, run=Run(batch_size=4))
     with pytest.raises(ImageDecodeError, match="a.jpg: empty file"):
-        compute_dna(list_images(folder), lite0, batch_size=4, strict=True)
+        compute_dna(list_images(folder), lite0, run=Run(batch_size=4, strict=True))
 
 
 # -- end to end: the CLI skips, counts and lists; --strict fails; the registry is untouched -----

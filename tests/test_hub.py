@@ -581,7 +581,11 @@ def test_real_dna_round_trip(hub, tmp_path, monkeypatch, sample_dirs, lite0):
     from vdnacli.pipeline import compute_dna
     from vdnacli.sources import list_images
 
-    real, _ = compute_dna(list_images(sample_dirs["faces-a"]), lite0, kinds=("hist", "gauss"), batch_size=16,
+    from vdnacli.pipeline import Run
+    from vdnacli.settings import ComputeSettings
+
+    real, _ = compute_dna(list_images(sample_dirs["faces-a"]), lite0,
+                          ComputeSettings.for_extractor("efficientnet-lite0", kinds=("hist", "gauss")), Run(batch_size=16),
                           name="faces-a")
     monkeypatch.setenv("HF_TOKEN", WRITE)
     cat = Catalog(tmp_path / "pub")

@@ -8,7 +8,8 @@ from vdnacli.catalog import Catalog
 from vdnacli.distances import compare, emd_rows
 from vdnacli.dna import merge
 from vdnacli.interop import export_upstream, import_upstream
-from vdnacli.pipeline import compute_dna
+from vdnacli.pipeline import Run, compute_dna
+from vdnacli.settings import ComputeSettings
 from vdnacli.sources import list_images
 
 
@@ -48,7 +49,7 @@ def test_gaussian_dna_also_separates_sources(real_dnas):
 
 def test_union_equals_sum_of_parts(sample_dirs, lite0, real_dnas, tmp_path):
     refs = list_images(sample_dirs["digits-a"]) + list_images(sample_dirs["faces-a"])
-    both, _ = compute_dna(refs, lite0, kinds=("hist", "gauss"), batch_size=16)
+    both, _ = compute_dna(refs, lite0, ComputeSettings.for_extractor("efficientnet-lite0", kinds=("hist", "gauss")), Run(batch_size=16))
     summed = merge([real_dnas["digits-a"], real_dnas["faces-a"]])
     for layer in both.layers:
         np.testing.assert_array_equal(both.hist[layer], summed.hist[layer])
@@ -58,7 +59,7 @@ def test_union_equals_sum_of_parts(sample_dirs, lite0, real_dnas, tmp_path):
 
 
 def test_batch_size_does_not_change_counts(sample_dirs, lite0, real_dnas):
-    d, _ = compute_dna(list_images(sample_dirs["photos-b"]), lite0, batch_size=7, workers=2)
+    d, _ = compute_dna(list_images(sample_dirs["photos-b"]), lite0, run=Run(batch_size=7, workers=2))
     assert compare(d, real_dnas["photos-b"]).distance == 0.0
 
 
@@ -95,7 +96,7 @@ def test_corrupt_images_are_skipped_and_reported(sample_dirs, lite0, tmp_path):
     assert d.num_images == 40
     assert sorted(n for n, _ in report.failed) == ["empty.png", "text.jpg", "trunc.png"]
     with pytest.raises(ImageDecodeError):
-        compute_dna(list_images(folder), lite0, strict=True)
+        compute_dna(list_images(folder), lite0, run=Run(strict=True))
 
 
 def test_catalog_roundtrip_and_nearest(real_dnas, tmp_path):

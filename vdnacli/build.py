@@ -1,28 +1,29 @@
 """Compute a DNA from an image source and store it: the work behind `vdna add` and `merge`."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 from registry import EntryExistsError, validate_name
+from vdnacli import distributed
 from vdnacli.catalog import Catalog
 from vdnacli.dna import DNA, merge
-from vdnacli import distributed
-from vdnacli.decode_torch import check_decoder
 from vdnacli.errors import ConfigError, SourceError
 from vdnacli.extractors import load_extractor
-from vdnacli.pipeline import ComputeReport, Progress, compute_dna
-from vdnacli.ranges import load_ranges
+from vdnacli.pipeline import ComputeReport, Progress, Run, check_weights, compute_dna
+from vdnacli.ranges import ActivationRanges
+from vdnacli.settings import ComputeSettings
 from vdnacli.sources import list_images
 
 
 @dataclass
 class AddRequest:
+    """One `vdna add`: what to compute (`settings`), from where, and how to run it."""
+
     name: str
     source: Path
-    extractor: str = "efficientnet-lite0"
-    kinds: tuple[str, ...] = ("hist",)
-    bins: int = 1000
+    settings: ComputeSettings | None = None  # None: the extractor's defaults (see resolve_settings)
     limit: int | None = None
     seed: int = 0
     device: str = "auto"
@@ -31,46 +32,65 @@ class AddRequest:
     replace: bool = False
     append: bool = False
     strict: bool = False
-    weights: Path | None = None
-    ranges: Path | None = None
-    crop: str | None = None  # "center" or "none"; None = the extractor's default (center)
     offline: bool = False  # download nothing (weights, Hub ranges)
-    precision: str = "fp32"  # forward-pass autocast: fp32, bf16 or fp16 (recorded in the DNA)
-    decoder: str | None = None  # "pil" or "torch" (JPEGs decoded on the device); None: pil, or the appended entry's
+    like_ranges: ActivationRanges | None = None  # the ranges kept in the --like entry, if any
+
+
+def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str | None = None,
+                     **overrides) -> tuple[ComputeSettings, ActivationRanges | None, list[str]]:
+    """Settings for a new computation: `like`'s recorded settings (and the ranges it keeps), or
+    `extractor`'s defaults; then every explicit override (None = not given). Returns the
+    settings, the ranges to bin with (None: resolve from the settings) and notes for the user
+    (what was overridden, what cannot be verified)."""
+    notes: list[str] = []
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if like is None:
+        return ComputeSettings.for_extractor(extractor or "efficientnet-lite0", **overrides), None, notes
+    base, ranges = catalog.settings(like)
+    if extractor is not None and extractor != base.extractor:  # another network: the entry's digests do not apply
+        overrides["extractor"] = extractor
+        base = dataclasses.replace(base, weights_sha256=None, ranges_sha256=None)
+        ranges = None
+    changed = sorted(k for k, v in overrides.items() if k not in ("weights", "ranges") and getattr(base, k) != v)
+    if changed:
+        notes.append(f"overriding {', '.join(changed)} of '{like}' (the DNAs may not be comparable)")
+    if "ranges" in overrides:
+        ranges = None  # the file given replaces the kept ranges; its sha256 is still checked
+    settings = base.replace(**overrides)
+    if settings.weights_sha256 is None and "extractor" not in overrides:
+        notes.append(f"'{like}' does not record its weights' sha256 (imported?): using {settings.extractor}'s "
+                     "default weights, unverified")
+    return settings, ranges, notes
 
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
     validate_name(req.name)
     if req.append and req.replace:
         raise ConfigError("--append and --replace cannot be combined")
-    if req.decoder is not None:
-        check_decoder(req.decoder)
+    settings = req.settings or ComputeSettings.for_extractor("efficientnet-lite0")
     existing = None
     stamp = False  # no check: a new entry (refused if it exists) or --replace
+    given_ranges = req.like_ranges
     if req.append:
         stamp = catalog.registry.stamp(req.name)  # before reading: a concurrent change makes the put fail
         existing = catalog.get(req.name)
-        req.extractor = existing.meta["extractor"]
-        req.kinds = tuple(existing.kinds)
-        req.bins = existing.meta.get("bins") or req.bins
-        req.crop = (existing.meta.get("preprocessing") or {}).get("crop") or req.crop
-        req.decoder = _append_decoder(req.name, existing, req.decoder)
+        settings, given_ranges = _append_settings(req.name, existing, req.settings)
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
     refs = list_images(req.source, req.limit, req.seed)  # validate the source before loading a network
     rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below
     device = distributed.device_for(rank, req.device)
-    ext = load_extractor(req.extractor, device, req.weights, offline=req.offline)
+    ext = load_extractor(settings.extractor, device, settings.weights, offline=req.offline)
+    check_weights(settings, ext)
     if rank.active:
         distributed.init(ext.device.type)
         refs = distributed.shard(refs, rank)
-    ranges = load_ranges(req.ranges) if req.ranges else None
     skip = None
     if existing is not None and existing.image_hashes is not None:
         skip = {bytes(h) for h in existing.image_hashes}
-    dna, report = compute_dna(refs, ext, req.kinds, req.bins, ranges, req.batch_size, req.workers, req.strict,
-                              skip=skip, progress=progress, name=req.name, crop=req.crop, precision=req.precision,
-                              allow_empty=rank.active, decoder=req.decoder or "pil")
+    run = Run(batch_size=req.batch_size, workers=req.workers, strict=req.strict, skip=skip, progress=progress,
+              allow_empty=rank.active)
+    dna, report = compute_dna(refs, ext, settings, run, ranges=given_ranges, name=req.name)
     if rank.active:
         dna = distributed.reduce_dna(dna, ext.device)
         report.images = distributed.reduce_int(report.images, ext.device)
@@ -79,6 +99,8 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
             raise SourceError("no valid image in the source (all ranks)")
     dna.meta["origin"] = {"kind": "images", "source_name": Path(req.source).name, "limit": req.limit,
                           "seed": req.seed if req.limit else None}
+    if settings.like:
+        dna.meta["origin"]["like"] = settings.like
     if existing is not None:
         dna = merge([existing, dna], name=req.name)
         dna.meta["origin"] = existing.meta.get("origin")
@@ -87,15 +109,19 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     return dna, report
 
 
-def _append_decoder(name: str, existing: DNA, asked: str | None) -> str:
-    """Images appended to a DNA go through the decoder its preprocessing records (a merged
-    DNA keeps the first part's record, so a different decoder would go unrecorded)."""
-    pre = existing.meta.get("preprocessing") or {}
-    recorded = "torch" if str(pre.get("decoder", "pil")).startswith("torchvision") else "pil"
-    if asked is not None and asked != recorded:
-        raise ConfigError(f"'{name}' was computed with --decode {recorded}; append with "
-                          f"--decode {recorded} (or recompute it with --replace)")
-    return recorded
+def _append_settings(name: str, existing: DNA, asked: ComputeSettings | None):
+    """Images appended to a DNA are computed with the settings it records; asking for others
+    is an error (a merged DNA keeps one record, so a difference would go unrecorded)."""
+    recorded = ComputeSettings.from_meta(existing.meta, like=name)
+    if asked is not None:
+        differ = [f for f in ("extractor", "kinds", "bins", "decode_mode", "crop", "crop_seed", "resize", "binning",
+                              "precision", "decoder") if getattr(asked, f) != getattr(recorded, f)]
+        if differ:
+            raise ConfigError(f"'{name}' was computed with other settings ({', '.join(differ)}: "
+                              + ", ".join(f"{f}={getattr(recorded, f)}" for f in differ[:3])
+                              + "); append with the same ones (or recompute it with --replace)")
+        recorded = recorded.replace(weights=asked.weights, ranges=asked.ranges)
+    return recorded, existing.ranges
 
 
 def merge_entries(catalog: Catalog, new: str, names: list[str], replace: bool = False) -> DNA:

@@ -94,6 +94,22 @@ class Catalog:
         d.meta["name"] = name
         return d
 
+    def settings(self, name: str):
+        """(ComputeSettings, ActivationRanges or None) an entry records: what `--like` reuses.
+        Reads the metadata and the kept ranges only, not the distributions."""
+        from vdnacli.settings import ComputeSettings
+
+        meta = self.registry.meta(name)
+        if (bad := meta_problem(meta)) is not None:
+            raise FormatError(f"entry '{name}': {bad}; run 'vdna verify'")
+        ranges = None
+        if isinstance(meta.get("ranges"), dict) and "hist" in meta.get("kinds", []):
+            layers = {str(l): int(n) for l, n in meta.get("layers", [])}
+            keys = [f"ranges/{l}/{m}" for l in layers for m in ("min", "max")]
+            _, arrays = self.registry.read(name, keys=keys)
+            ranges = dna_mod._ranges_from_arrays(meta, arrays, layers)
+        return ComputeSettings.from_meta(dict(meta, name=name), like=name), ranges
+
     def names(self) -> list[str]:
         return self.registry.names()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from vdnacli import samples
 from vdnacli.build import AddRequest, add
 from vdnacli.catalog import Catalog
+from vdnacli.settings import ComputeSettings
 
 
 @dataclass
@@ -30,8 +31,9 @@ def run_demo(catalog: Catalog, per_half: int = 50, device: str = "auto", workers
         names = []
         for key, folder in sets.items():
             name = f"demo-{key}"
-            dna, report = add(catalog, AddRequest(name=name, source=folder, device=device, workers=workers,
-                                                  replace=True, kinds=("hist", "gauss")), progress=progress)
+            settings = ComputeSettings.for_extractor("efficientnet-lite0", kinds=("hist", "gauss"))
+            dna, report = add(catalog, AddRequest(name=name, source=folder, settings=settings, device=device,
+                                                  workers=workers, replace=True), progress=progress)
             names.append(name)
             if on_entry:
                 on_entry(name, report)

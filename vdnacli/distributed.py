@@ -105,7 +105,7 @@ def reduce_dna(local: DNA, device) -> DNA:
     meta["num_images"] = int(_all_reduce(np.array([local.num_images], dtype=np.int64), device)[0])
     hashes = _gather_hashes(local.image_hashes if local.image_hashes is not None else np.zeros((0, 16), np.uint8), device)
     meta["images_sha256"] = images_digest(hashes)
-    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes)
+    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=local.ranges)
 
 
 def reduce_int(value: int, device) -> int:

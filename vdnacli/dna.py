@@ -7,6 +7,8 @@ A DNA holds, for every layer of its extractor,
   layer_gauss[layer]: float64 [neurons] sum and [neurons, neurons] sum of outer products of
                       the same per-image averages, plus the image count (full covariance, FID)
 All are sums over images, so the DNA of a union is the sum of the DNAs (Eq. 2).
+A histogram DNA also keeps the activation ranges it was binned with (`ranges`), so the
+settings it records are complete: `--like` can reproduce it without the ranges file.
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ class DNA:
     gauss: dict[str, Gaussian] | None = None
     layer_gauss: dict[str, LayerGaussian] | None = None
     image_hashes: np.ndarray | None = field(default=None, repr=False)  # sorted [n, 16] uint8
+    ranges: object | None = field(default=None, repr=False)  # vdnacli.ranges.ActivationRanges (hist DNAs)
 
     # -- descriptive -------------------------------------------------------------
     @property
@@ -127,7 +130,8 @@ def images_digest(sorted_hashes: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(sorted_hashes, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preprocessing, kinds, precision="fp32") -> dict:
+def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preprocessing, kinds, precision="fp32",
+             binning="float32") -> dict:
     return {
         "format": "vdna-dna",
         "format_version": 1,
@@ -138,6 +142,7 @@ def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preproce
         "layers": [[name, int(n)] for name, n in layers.items()],
         "bins": int(bins) if "hist" in kinds else None,
         "preprocessing": dict(preprocessing),
+        "binning": binning if "hist" in kinds else None,
         "precision": precision,
         "num_images": 0,
         "images_sha256": None,
@@ -174,10 +179,18 @@ def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
             )
     if a.meta.get("preprocessing") != b.meta.get("preprocessing"):
         warnings.append("the DNAs were computed with different preprocessing; distances may be biased")
+    if kind == "hist" and binning_of(a.meta) != binning_of(b.meta):
+        warnings.append(f"the DNAs were binned under different rules ({binning_of(a.meta)} vs {binning_of(b.meta)}); "
+                        "distances may be biased")
     if a.meta.get("precision", "fp32") != b.meta.get("precision", "fp32"):
         warnings.append(f"the DNAs were computed at different precisions ({a.meta.get('precision', 'fp32')} vs "
                         f"{b.meta.get('precision', 'fp32')})")
     return warnings
+
+
+def binning_of(meta: dict) -> str:
+    """The binning rule a DNA records ("float32" for DNAs made before rules were recorded)."""
+    return meta.get("binning") or "float32"
 
 
 def _short(v) -> str:
@@ -214,7 +227,8 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
         hashes = np.unique(np.concatenate([d.image_hashes for d in dnas]), axis=0)
     meta["num_images"] = sum(d.num_images for d in dnas)
     meta["images_sha256"] = images_digest(hashes) if hashes is not None else None
-    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes)
+    ranges = first.ranges if hist is not None else None  # equal sha256 on every part (checked above)
+    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=ranges)
 
 
 # -- conversion to and from the registry's (meta, arrays) form -------------------------
@@ -243,7 +257,46 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
             arrays[f"layer_gauss/{layer}/outer"] = np.asarray(g.outer, dtype=np.float64)
     if dna.image_hashes is not None:
         arrays["images/hashes"] = np.asarray(dna.image_hashes, dtype=np.uint8).reshape(-1, 16)
+    if dna.ranges is not None and dna.hist is not None:
+        for layer in dna.layers:
+            arrays[f"ranges/{layer}/min"] = np.asarray(dna.ranges.mins[layer], dtype=np.float64)
+            arrays[f"ranges/{layer}/max"] = np.asarray(dna.ranges.maxs[layer], dtype=np.float64)
     return arrays
+
+
+def ranges_record(ranges) -> dict:
+    """What a DNA's metadata says of the ranges it keeps (the numbers are arrays beside it)."""
+    return {"extractor": ranges.extractor, "margin": float(ranges.margin), "margin_rule": ranges.rule,
+            "images": int(ranges.images), "sources": [str(x) for x in ranges.sources][:16]}
+
+
+def _ranges_from_arrays(meta: dict, arrays: dict, layers: dict[str, int]):
+    """The ActivationRanges a DNA keeps, or None (older entries, imported files)."""
+    rec = meta.get("ranges")
+    if not isinstance(rec, dict) or not layers:
+        return None
+    from vdnacli.ranges import ActivationRanges
+
+    mins, maxs = {}, {}
+    for layer, n in layers.items():
+        mn, mx = arrays.get(f"ranges/{layer}/min"), arrays.get(f"ranges/{layer}/max")
+        if mn is None or mx is None:
+            return None
+        if mn.shape != (n,) or mx.shape != (n,) or mn.dtype.kind != "f" or mx.dtype.kind != "f" \
+                or not (np.isfinite(mn).all() and np.isfinite(mx).all()) or (mn > mx).any():
+            raise FormatError(f"activation ranges of layer {layer!r} are malformed")
+        mins[layer], maxs[layer] = mn.astype(np.float64), mx.astype(np.float64)
+    try:
+        r = ActivationRanges(extractor=str(rec.get("extractor", meta.get("extractor"))), mins=mins, maxs=maxs,
+                             margin=float(rec.get("margin", 0.2)), rule=str(rec.get("margin_rule", "widen")),
+                             images=int(rec.get("images", 0)), sources=tuple(str(x) for x in rec.get("sources", ())))
+    except (TypeError, ValueError):
+        raise FormatError("the DNA's ranges record is malformed") from None
+    if r.rule not in ("widen", "scale"):
+        raise FormatError(f"unknown margin rule {r.rule!r} in the DNA's ranges")
+    if meta.get("ranges_sha256") and r.sha256() != meta["ranges_sha256"]:
+        raise FormatError("the activation ranges kept in the DNA do not match its ranges_sha256")
+    return r
 
 
 def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> DNA:
@@ -294,5 +347,6 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
             if s.shape != (n,) or o.shape != (n, n) or c < 0 or not (np.isfinite(s).all() and np.isfinite(o).all()):
                 raise FormatError(f"layer Gaussian of layer {layer!r} has wrong shape or non-finite values")
             layer_gauss[layer] = LayerGaussian(c, s, o)
+    ranges = _ranges_from_arrays(meta, arrays, layers) if hist is not None and only_layers is None else None
     return DNA(meta=dict(meta), hist=hist, gauss=gauss, layer_gauss=layer_gauss,
-               image_hashes=arrays.get("images/hashes"))
+               image_hashes=arrays.get("images/hashes"), ranges=ranges)

@@ -10,14 +10,33 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from vdnacli import decode_torch
-from vdnacli.dna import DNA, KINDS, Gaussian, LayerGaussian, images_digest, new_meta
-from vdnacli.errors import ConfigError, ImageDecodeError, SourceError, VdnaError
+from vdnacli.dna import DNA, Gaussian, LayerGaussian, images_digest, new_meta, ranges_record
+from vdnacli.errors import ConfigError, ExtractorError, ImageDecodeError, SourceError, VdnaError
 from vdnacli.extractors.loaded import Extractor, default_ranges
-from vdnacli.preprocess import decode, prepare
+from vdnacli.preprocess import ImageRecipe
 from vdnacli.ranges import ActivationRanges
+from vdnacli.settings import ComputeSettings
 from vdnacli.sources import ImageRef
 
 Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Run:
+    """How a computation runs; nothing here changes the DNA's numbers."""
+
+    batch_size: int = 32
+    workers: int = 0
+    strict: bool = False  # fail on the first unusable image instead of skipping it
+    skip: set[bytes] | None = None  # content hashes already counted (--append)
+    progress: Progress | None = None
+    allow_empty: bool = False  # an empty shard of a distributed run is not an error
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be at least 1")
+        if self.workers < 0:
+            raise ConfigError("--workers must be 0 or more")
 
 
 @dataclass
@@ -32,10 +51,10 @@ class ComputeReport:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-def _prepare_pil(data: bytes, size: int, crop: str, interpolation: str):
-    """(uint8 [3, size, size] array, None) or (None, why the image cannot be used)."""
+def _prepare(data: bytes, digest: bytes, recipe: ImageRecipe):
+    """(array [3, size, size], None) or (None, why the image cannot be used)."""
     try:
-        return prepare(decode(data), size, crop, interpolation), None
+        return recipe.prepare(data, digest), None
     except ImageDecodeError as e:
         return None, str(e)
     except (ValueError, MemoryError, OSError) as e:  # one odd image must not end the run
@@ -50,9 +69,8 @@ class _ImageDataset:
     extractor's device; every other file is prepared with PIL here, as with "pil".
     """
 
-    def __init__(self, refs: Sequence[ImageRef], size: int, crop: str, interpolation: str, decoder: str = "pil"):
-        self.refs, self.size, self.crop, self.interpolation = refs, size, crop, interpolation
-        self.decoder = decoder
+    def __init__(self, refs: Sequence[ImageRef], recipe: ImageRecipe, decoder: str = "pil"):
+        self.refs, self.recipe, self.decoder = refs, recipe, decoder
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -68,21 +86,22 @@ class _ImageDataset:
             header = decode_torch.probe_jpeg(data)
             if header is not None:
                 return i, decode_torch.EncodedJpeg(data, header.orientation), digest, None
-        arr, error = _prepare_pil(data, self.size, self.crop, self.interpolation)
+        arr, error = _prepare(data, digest, self.recipe)
         return i, arr, digest, error
 
 
-def _decode_on_device(items: list, skip: set[bytes] | None, device, size: int, crop: str, interpolation: str) -> list:
+def _decode_on_device(items: list, skip: set[bytes] | None, device, recipe: ImageRecipe) -> list:
     """Replace the encoded JPEGs of a batch by uint8 tensors decoded and resized on `device`
     (duplicates are left undecoded); a JPEG torchvision refuses goes through PIL here."""
     todo = [k for k, (_, payload, digest, error) in enumerate(items)
             if error is None and isinstance(payload, decode_torch.EncodedJpeg) and not (skip and digest in skip)]
-    images = decode_torch.decode_resize([items[k][1] for k in todo], device, size, crop, interpolation)
+    images = decode_torch.decode_resize([items[k][1] for k in todo], device, recipe.size, recipe.crop,
+                                        recipe.interpolation)
     items = list(items)
     for k, img in zip(todo, images):
         i, payload, digest, _ = items[k]
         if img is None:
-            img, error = _prepare_pil(payload.data, size, crop, interpolation)
+            img, error = _prepare(payload.data, digest, recipe)
             items[k] = (i, img, digest, error)
         else:
             items[k] = (i, img, digest, None)
@@ -98,7 +117,8 @@ def _stack(arrays: list, device):
 
 
 class _Stager:
-    """uint8 batches of numpy images -> tensors on the device. On CUDA the batch is stacked
+    """Batches of numpy images (uint8, or float32 for the float resizes) -> tensors on the
+    device. On CUDA the batch is stacked
     straight into one of two reused pinned buffers and copied asynchronously; a buffer is
     refilled only after its previous copy has finished (its event). Pinning a fresh tensor
     per batch costs a cudaHostAlloc each time."""
@@ -119,10 +139,10 @@ class _Stager:
         if self.events[i] is not None:
             self.events[i].synchronize()
         shape = (len(arrays), *arrays[0].shape)
-        size = int(np.prod(shape))
+        size = int(np.prod(shape)) * arrays[0].dtype.itemsize
         if self.buffers[i] is None or self.buffers[i].numel() < size:
             self.buffers[i] = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-        host = self.buffers[i][:size].view(shape)
+        host = self.buffers[i][:size].view(torch.from_numpy(arrays[0][:0]).dtype).view(shape)
         np.stack(arrays, out=host.numpy())
         x = host.to(self.device, non_blocking=True)
         self.events[i] = torch.cuda.Event()
@@ -137,57 +157,45 @@ def _collate(items):
 def iter_batches(
     refs: Sequence[ImageRef],
     extractor: Extractor,
-    batch_size: int = 32,
-    workers: int = 0,
-    strict: bool = False,
-    skip: set[bytes] | None = None,
+    settings: ComputeSettings,
+    run: Run | None = None,
     report: ComputeReport | None = None,
-    progress: Progress | None = None,
-    crop: str | None = None,
-    precision: str = "fp32",
-    decoder: str = "pil",
 ) -> Iterator[tuple[dict, list[bytes], list[int]]]:
-    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by batch.
-
-    `crop`: "center" (square centre crop, the paper's) or "none" (squash); default: the spec's.
-    `decoder`: "pil" (decode + resize in the workers) or "torch" (JPEGs decoded and resized
-    in batches on the extractor's device by vdnacli.decode_torch: nvjpeg on CUDA).
-    """
+    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by
+    batch, each image prepared as `settings` say (decode, crop, resize, decoder, precision)."""
     import torch
 
     from vdnacli.preprocess import normalise
 
-    if batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
-    if workers < 0:
-        raise ConfigError("--workers must be 0 or more")
+    run = run or Run()
     spec = extractor.spec
-    crop = check_crop(crop or spec.crop)
-    autocast_dtype = check_precision(precision)
-    on_device = decode_torch.check_decoder(decoder, spec.interpolation) == "torch"
+    recipe = ImageRecipe.of(settings, spec)
+    autocast_dtype = autocast_dtype_of(settings.precision)
+    on_device = decode_torch.check_decoder(settings.decoder, settings.interpolation) == "torch"
     if on_device:
         decode_torch.check_available(extractor.device)
-    ds = _ImageDataset(list(refs), spec.input_size, crop, spec.interpolation, decoder)
+    ds = _ImageDataset(list(refs), recipe, settings.decoder)
     loader = torch.utils.data.DataLoader(
         ds,
-        batch_size=batch_size,
-        num_workers=workers,
+        batch_size=run.batch_size,
+        num_workers=run.workers,
         collate_fn=_collate,
         pin_memory=False,  # CUDA batches are staged through _Stager's pinned buffers; nvjpeg reads host bytes itself
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=4 if run.workers else None,
         persistent_workers=False,
     )
     report = report if report is not None else ComputeReport()
     stager = _Stager(extractor.device)
+    skip = run.skip
     done = 0
     with torch.inference_mode():
         for items in loader:
             if on_device:
-                items = _decode_on_device(items, skip, extractor.device, spec.input_size, crop, spec.interpolation)
+                items = _decode_on_device(items, skip, extractor.device, recipe)
             arrays, digests, indices = [], [], []
             for i, arr, digest, error in items:
                 if error is not None:
-                    if strict:
+                    if run.strict:
                         raise ImageDecodeError(f"{refs[i].name}: {error}")
                     report.failed.append((refs[i].name, error))
                 elif skip is not None and digest in skip:
@@ -207,32 +215,46 @@ def iter_batches(
                     feats = extractor(x)
                 report.images += len(arrays)
                 yield feats, digests, indices
-            if progress:
-                progress(done, len(refs))
+            if run.progress:
+                run.progress(done, len(refs))
 
 
-class _HistAccumulator:
-    def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int):
+class HistAccumulator:
+    """Per-layer running counts under the settings' binning rule (vdnacli.binning)."""
+
+    def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int, rule: str = "float32"):
         import torch
 
         from vdnacli.kernels import Workspace, bin_params, counter_for
 
-        self.bins = bins
+        self.bins, self.rule = bins, rule
         self.workspace = Workspace()
         self.count, _ = counter_for(extractor.device)
         self.params = {}
         self.counts = {}
+        dev = extractor.device
         for layer, n in extractor.spec.layers:
-            lo, hi = ranges.interval(layer)
-            lo32, scale32 = bin_params(lo, hi, bins)
-            dev = extractor.device
-            self.params[layer] = (torch.from_numpy(lo32).to(dev), torch.from_numpy(scale32).to(dev))
+            if rule == "vdna-0.1.1":
+                mean, std = ranges.upstream_norm(layer)
+                self.params[layer] = (torch.from_numpy(mean).to(dev), torch.from_numpy(std).to(dev))
+            else:
+                lo32, scale32 = bin_params(*ranges.interval(layer), bins)
+                self.params[layer] = (torch.from_numpy(lo32).to(dev), torch.from_numpy(scale32).to(dev))
             self.counts[layer] = torch.zeros((n, bins), dtype=torch.int64, device=dev)
+
+    def layer_counts(self, layer: str, acts):
+        """Counts [neurons, bins] of one batch of one layer."""
+        if self.rule == "vdna-0.1.1":
+            from vdnacli.binning import upstream_counts
+
+            mean, std = self.params[layer]
+            return upstream_counts(acts, mean, std, self.bins)
+        lo, scale = self.params[layer]
+        return self.count(acts, lo, scale, self.bins, self.workspace)
 
     def update(self, feats: dict) -> None:
         for layer, acts in feats.items():
-            lo, scale = self.params[layer]
-            self.counts[layer] += self.count(acts, lo, scale, self.bins, self.workspace)
+            self.counts[layer] += self.layer_counts(layer, acts)
 
     def result(self) -> dict[str, np.ndarray]:
         self.workspace.check_nan()
@@ -288,84 +310,84 @@ class _LayerGaussAccumulator:
         return {l: LayerGaussian(self.count, self.sum[l].cpu().numpy(), self.outer[l].cpu().numpy()) for l in self.sum}
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
-
-
-def check_precision(precision: str):
+def autocast_dtype_of(precision: str):
     """The autocast dtype of a precision name (None for fp32)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise ConfigError(f"unknown precision '{precision}'; choose from {', '.join(PRECISIONS)}")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ConfigError(f"unknown precision '{precision}'; choose from fp32, bf16, fp16")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def preprocessing(spec, crop: str, decoder: str, device) -> dict:
-    """The preprocessing dict a DNA records: the spec's, plus the decoder keys for "torch"."""
-    pre = spec.preprocessing(crop)
-    if decoder == "torch":
-        pre.update(decode_torch.recorded(device, spec.interpolation))
-    return pre
+def resolve_ranges(settings: ComputeSettings, extractor: Extractor,
+                   given: ActivationRanges | None = None) -> ActivationRanges:
+    """The ranges a histogram DNA is binned with: `given` (e.g. kept in the entry --like reads),
+    else --ranges, else the extractor's default; refused if the settings expect another sha256."""
+    from vdnacli.extractors.loaded import check_ranges
+    from vdnacli.ranges import load_ranges
+
+    spec = extractor.spec
+    ranges = given
+    if ranges is None and settings.ranges is not None:
+        ranges = load_ranges(settings.ranges)
+    if ranges is None:
+        ranges = default_ranges(spec, extractor.offline)
+    if ranges is None:
+        raise ExtractorError(f"no activation ranges for '{spec.name}'; run 'vdna calibrate {spec.name} FOLDER... "
+                             "--out ranges.json' and pass --ranges ranges.json (or use --kind gauss / layer-gauss)")
+    check_ranges(ranges, spec)
+    want = settings.ranges_sha256
+    if want and ranges.sha256() != want:
+        whose = f"'{settings.like}'" if settings.like else "these settings"
+        raise ExtractorError(f"{whose} used activation ranges with sha256 {want[:12]}…, these have "
+                             f"{ranges.sha256()[:12]}…; pass the original file with --ranges")
+    return ranges
 
 
-CROPS = ("center", "none")
+def check_weights(settings: ComputeSettings, extractor: Extractor) -> None:
+    """Refuse weights whose sha256 differs from the one the settings expect (--like, score)."""
+    from vdnacli.extractors.weights import matches
 
-
-def check_crop(crop: str) -> str:
-    if crop not in CROPS:
-        raise ConfigError(f"unknown crop '{crop}'; choose from {', '.join(CROPS)}")
-    return crop
+    want = settings.weights_sha256
+    if want and extractor.weights_sha256 and not matches(extractor.weights_sha256, want):
+        whose = f"'{settings.like}'" if settings.like else "these settings"
+        raise ExtractorError(f"{whose} used weights with sha256 {want[:12]}…, the weights of '{settings.extractor}' "
+                             f"here have {extractor.weights_sha256[:12]}…; pass the original file with --weights")
 
 
 def compute_dna(
     refs: Sequence[ImageRef],
     extractor: Extractor,
-    kinds: Iterable[str] = ("hist",),
-    bins: int = 1000,
+    settings: ComputeSettings | None = None,
+    run: Run | None = None,
     ranges: ActivationRanges | None = None,
-    batch_size: int = 32,
-    workers: int = 0,
-    strict: bool = False,
-    skip: set[bytes] | None = None,
-    progress: Progress | None = None,
     name: str | None = None,
-    crop: str | None = None,
-    precision: str = "fp32",
-    allow_empty: bool = False,
-    decoder: str = "pil",
 ) -> tuple[DNA, ComputeReport]:
-    """One pass over the images produces every requested kind.
+    """One pass over the images produces every kind the settings ask for.
 
-    Histograms use `ranges`, else the extractor's default ranges (packaged, or upstream's on
-    the Hub, fetched unless the extractor was loaded offline). `decoder` "torch" is recorded
-    in the preprocessing dict (keys "decoder" and "resize"); "pil" DNAs keep theirs unchanged.
+    `settings` default to the extractor's own; histograms use `ranges` if given, else
+    `resolve_ranges`. The DNA records the settings whole (ComputeSettings.from_meta reads
+    them back), the ranges themselves included, so `--like` never needs the file again.
     """
-    kinds = list(dict.fromkeys(kinds))
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds:
-        raise ConfigError(f"unknown kind {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
-    if not 2 <= bins <= 100_000:
-        raise ConfigError("--bins must be between 2 and 100000")
-    if not refs and not allow_empty:
-        raise SourceError("no images to process")
     spec = extractor.spec
+    settings = settings or ComputeSettings.for_extractor(spec.name)
+    if settings.extractor != spec.name:
+        raise ConfigError(f"settings are for '{settings.extractor}', the extractor is '{spec.name}'")
+    run = run or Run()
+    if not refs and not run.allow_empty:
+        raise SourceError("no images to process")
+    kinds = settings.kinds
     if "hist" in kinds:
-        ranges = ranges or default_ranges(spec, extractor.offline)
-        if ranges is None:
-            raise VdnaError(f"no activation ranges for '{spec.name}'; run 'vdna calibrate {spec.name} FOLDER... "
-                            "--out ranges.json' and pass --ranges ranges.json (or use --kind gauss / layer-gauss)")
-        if ranges.layers() != dict(spec.layers):
-            raise VdnaError(f"activation ranges do not match the layers of '{spec.name}'")
+        ranges = resolve_ranges(settings, extractor, ranges)
+    else:
+        ranges = None
     report = ComputeReport()
-    hist = _HistAccumulator(extractor, ranges, bins) if "hist" in kinds else None
+    hist = HistAccumulator(extractor, ranges, settings.bins, settings.binning) if "hist" in kinds else None
     gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
     layer_gauss = _LayerGaussAccumulator(extractor) if "layer-gauss" in kinds else None
-    crop = check_crop(crop or spec.crop)
-    decode_torch.check_decoder(decoder, spec.interpolation)
     hashes: list[bytes] = []
     start = time.perf_counter()
-    for feats, digests, _ in iter_batches(refs, extractor, batch_size, workers, strict, skip, report, progress, crop,
-                                          precision, decoder):
+    for feats, digests, _ in iter_batches(refs, extractor, settings, run, report):
         if hist:
             hist.update(feats)
         if gauss:
@@ -374,26 +396,26 @@ def compute_dna(
             layer_gauss.update(feats)
         hashes.extend(digests)
     report.seconds = time.perf_counter() - start
-    if report.images == 0 and not allow_empty:
-        if report.duplicates and not report.failed:
-            raise SourceError("every image is already counted in this DNA; nothing to add")
-        reasons = "; ".join(f"{n}: {r}" for n, r in report.failed[:3])
-        raise SourceError(f"no valid image among {len(refs)} file(s) ({reasons})")
+    if report.images == 0 and not run.allow_empty:
+        raise SourceError(_nothing_usable(report, len(refs)))
     meta = new_meta(
         extractor=spec.name,
         weights_sha256=extractor.weights_sha256,
-        ranges_sha256=ranges.sha256() if "hist" in kinds else None,
+        ranges_sha256=ranges.sha256() if ranges is not None else None,
         layers=dict(spec.layers),
-        bins=bins,
-        preprocessing=preprocessing(spec, crop, decoder, extractor.device),
-        kinds=kinds,
-        precision=precision,
+        bins=settings.bins,
+        preprocessing=settings.preprocessing(spec, extractor.device),
+        kinds=list(kinds),
+        precision=settings.precision,
+        binning=settings.binning,
     )
     sorted_hashes = np.unique(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 16), axis=0)
     if report.images == 0:  # an empty shard of a distributed run: zero counts
         sorted_hashes = np.zeros((0, 16), dtype=np.uint8)
     meta["num_images"] = report.images
     meta["images_sha256"] = images_digest(sorted_hashes)
+    if ranges is not None:
+        meta["ranges"] = ranges_record(ranges)
     if name:
         meta["name"] = name
     dna = DNA(
@@ -402,28 +424,40 @@ def compute_dna(
         gauss=gauss.result() if gauss else None,
         layer_gauss=layer_gauss.result() if layer_gauss else None,
         image_hashes=sorted_hashes,
+        ranges=ranges,
     )
     return dna, report
+
+
+def _nothing_usable(report: ComputeReport, total: int) -> str:
+    """Why a run counted no image, true to what happened."""
+    if report.duplicates and not report.failed:
+        return "every image is already counted in this DNA; nothing to add"
+    reasons = "; ".join(f"{n}: {r}" for n, r in report.failed[:3])
+    if report.duplicates:
+        return (f"no new valid image: {report.duplicates} of {total} already counted, {len(report.failed)} "
+                f"unusable ({reasons})")
+    return f"no valid image among {total} file(s) ({reasons})"
 
 
 def calibrate(
     sources: Sequence[tuple[str, Sequence[ImageRef]]],
     extractor: Extractor,
+    settings: ComputeSettings | None = None,
     margin: float = 0.2,
-    batch_size: int = 32,
-    workers: int = 0,
-    progress: Progress | None = None,
-    crop: str | None = None,
-    decoder: str = "pil",
+    run: Run | None = None,
 ) -> tuple[ActivationRanges, ComputeReport]:
-    """Track every neuron's min and max over several image sets (paper A.2)."""
+    """Track every neuron's min and max over several image sets (paper A.2), each image
+    prepared as `settings` say (the settings the DNAs binned with these ranges will use)."""
+    settings = settings or ComputeSettings.for_extractor(extractor.spec.name)
     ranges = ActivationRanges(extractor=extractor.spec.name, mins={}, maxs={}, margin=margin, rule="widen",
                               sources=tuple(label for label, _ in sources))
     report = ComputeReport()
     start = time.perf_counter()
+    run = run or Run()
+    run = Run(run.batch_size, run.workers, False, None, run.progress)
     for _, refs in sources:
-        for feats, _, _ in iter_batches(refs, extractor, batch_size, workers, False, None, report, progress, crop,
-                                        decoder=decoder):
+        for feats, _, _ in iter_batches(refs, extractor, settings, run, report):
             for layer, acts in feats.items():
                 a = acts.float().transpose(0, 1).reshape(acts.shape[1], -1)
                 ranges.update(layer, a.amin(1).cpu().numpy(), a.amax(1).cpu().numpy())

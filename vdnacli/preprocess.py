@@ -1,13 +1,17 @@
 """Decoding and preprocessing, every choice explicit and recorded (cf. clean-fid).
 
-bytes -> PIL (EXIF orientation applied) -> RGB -> centre crop to square -> resize to
-the extractor's size with PIL's antialiased bicubic filter -> float tensor normalised
-with the extractor's mean/std.
+bytes -> RGB (decode mode "upright": EXIF-upright, high bit depths rescaled; "plain": PIL's
+convert("RGB"), as vdna 0.1.1) -> square crop ("center", "random" seeded per image, or
+"none") -> resize to the extractor's size ("pil": uint8 with PIL's antialiased filter;
+"clean": each channel a float PIL image, bicubic, no uint8 rounding, as vdna 0.1.1 and
+clean-fid; "legacy_pytorch": torch bilinear) -> float tensor normalised with the
+extractor's mean/std (x / 255, then (x - mean) / std, in float32).
 """
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -88,8 +92,11 @@ def _exif_upright(img: Image.Image) -> Image.Image:
         return img
 
 
-def decode(data: bytes) -> Image.Image:
-    """Image file bytes -> upright RGB PIL image; ImageDecodeError says why it cannot be."""
+def decode(data: bytes, plain: bool = False) -> Image.Image:
+    """Image file bytes -> RGB PIL image; ImageDecodeError says why it cannot be.
+
+    Default: EXIF-upright, high-bit-depth and float images rescaled to 8 bits. `plain`: the
+    first frame through PIL's own convert("RGB") and nothing else (what vdna 0.1.1 does)."""
     if not data:
         raise ImageDecodeError("empty file")
     with warnings.catch_warnings():
@@ -109,6 +116,8 @@ def decode(data: bytes) -> Image.Image:
                 raise ImageDecodeError(f"declared size {w}x{h} is empty")
             img.seek(0)  # first frame of animations
             img.load()
+            if plain:
+                return img.convert("RGB")
             return to_rgb(_exif_upright(img))
         except ImageDecodeError:
             raise
@@ -128,18 +137,80 @@ def center_crop(img: Image.Image) -> Image.Image:
     return img.crop((left, top, left + s, top + s))
 
 
-def prepare(img: Image.Image, size: int, crop: str = "center", interpolation: str = "bicubic") -> np.ndarray:
-    """RGB PIL image -> uint8 array [3, size, size]."""
+def random_crop(img: Image.Image, seed: int, digest: bytes) -> Image.Image:
+    """A square crop at an offset drawn from (seed, the image's content hash): the same image
+    gets the same crop whatever the order, worker or machine."""
+    w, h = img.size
+    s = min(w, h)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int.from_bytes(digest[:8], "little")])
+    left = int(rng.integers(0, w - s + 1))
+    top = int(rng.integers(0, h - s + 1))
+    return img.crop((left, top, left + s, top + s))
+
+
+def _resize_clean(img: Image.Image, size: int) -> np.ndarray:
+    """vdna 0.1.1's (clean-fid's) resize: each channel as a float32 PIL image, bicubic, clipped
+    to [0, 255] and kept as float (no rounding to uint8) -> float32 [3, size, size]."""
+    a = np.asarray(img)
+    out = np.empty((3, size, size), dtype=np.float32)
+    for c in range(3):
+        ch = Image.fromarray(np.ascontiguousarray(a[:, :, c], dtype=np.float32))  # mode "F"
+        out[c] = np.asarray(ch.resize((size, size), Image.Resampling.BICUBIC)).clip(0, 255)
+    return out
+
+
+def _resize_legacy_pytorch(img: Image.Image, size: int) -> np.ndarray:
+    """vdna 0.1.1's "legacy_pytorch" resize: torch bilinear (align_corners=False, no
+    antialiasing) on the float image, clipped to [0, 255] -> float32 [3, size, size]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1).copy())[None]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)[0].numpy().clip(0, 255)
+
+
+def prepare(img: Image.Image, size: int, crop: str = "center", interpolation: str = "bicubic",
+            resize: str = "pil", crop_seed: int = 0, digest: bytes = b"") -> np.ndarray:
+    """RGB PIL image -> [3, size, size]: uint8 for the "pil" resize, float32 (0..255) otherwise."""
     if crop == "center":
         img = center_crop(img)
+    elif crop == "random":
+        img = random_crop(img, crop_seed, digest)
     elif crop != "none":
         raise ValueError(f"unknown crop {crop!r}")
+    if resize == "clean":
+        return _resize_clean(img, size)
+    if resize == "legacy_pytorch":
+        return _resize_legacy_pytorch(img, size)
     img = img.resize((size, size), _FILTERS[interpolation], reducing_gap=None)
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
+@dataclass(frozen=True)
+class ImageRecipe:
+    """How one image's bytes become the network's input array (picklable: decode workers)."""
+
+    size: int
+    decode_mode: str = "upright"
+    crop: str = "center"
+    crop_seed: int = 0
+    resize: str = "pil"
+    interpolation: str = "bicubic"
+
+    @classmethod
+    def of(cls, settings, spec) -> "ImageRecipe":
+        return cls(size=spec.input_size, decode_mode=settings.decode_mode, crop=settings.crop, crop_seed=settings.crop_seed,
+                   resize=settings.resize, interpolation=settings.interpolation)
+
+    def prepare(self, data: bytes, digest: bytes = b"") -> np.ndarray:
+        """Bytes -> [3, size, size] array; ImageDecodeError (or ValueError/OSError) if it cannot be."""
+        img = decode(data, plain=self.decode_mode == "plain")
+        return prepare(img, self.size, self.crop, self.interpolation, self.resize, self.crop_seed, digest)
+
+
 def normalise(batch_uint8, mean, std):
-    """uint8 [B, 3, H, W] tensor -> float32 normalised tensor (on the batch's device)."""
+    """uint8 (or float 0..255) [B, 3, H, W] tensor -> float32 normalised tensor (on the batch's
+    device): x / 255, then (x - mean) / std, the operations of torchvision's ToTensor + Normalize."""
     import torch
 
     x = batch_uint8.to(torch.float32).div_(255.0)

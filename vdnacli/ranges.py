@@ -5,8 +5,10 @@ normalisation interval [lo, hi] of each neuron follows from them:
   "widen" (ours):   the observed interval widened by `margin` of its width, split
                     evenly on both sides (20% -> 10% below the min, 10% above the max)
   "scale" (upstream vdna 0.1.1): lo = min * (1 + margin), hi = max * (1 + margin)
-Its sha256 is taken over the resulting float32 [lo, hi] values, so two files that
-normalise identically share a hash whatever their formatting.
+Its sha256 is taken over the resulting float32 [lo, hi] values (from float32 minima and
+maxima), so two files that normalise identically share a hash whatever their formatting.
+Minima and maxima are kept in float64 as read: vdna 0.1.1 normalises with the JSON values
+themselves, and the "vdna-0.1.1" binning rule must see the same numbers.
 """
 from __future__ import annotations
 
@@ -34,9 +36,12 @@ class ActivationRanges:
     images: int = 0
     sources: tuple[str, ...] = ()
 
-    def interval(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
-        mn = self.mins[layer].astype(np.float64)
-        mx = self.maxs[layer].astype(np.float64)
+    def interval(self, layer: str, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi] per neuron in float64 (margin applied; degenerate ranges widened to
+        _MIN_WIDTH). `exact=False` starts from float32-rounded minima/maxima, as the float32
+        binning rule and the sha256 always have."""
+        mn = self.mins[layer].astype(np.float64 if exact else np.float32).astype(np.float64)
+        mx = self.maxs[layer].astype(np.float64 if exact else np.float32).astype(np.float64)
         if self.rule == "widen":
             pad = (mx - mn) * self.margin / 2
             lo, hi = mn - pad, mx + pad
@@ -49,6 +54,17 @@ class ActivationRanges:
         lo = np.where(narrow, centre - _MIN_WIDTH, lo)
         hi = np.where(narrow, centre + _MIN_WIDTH, hi)
         return lo, hi
+
+    def upstream_norm(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) float64 per neuron for the "vdna-0.1.1" binning rule: exactly vdna
+        0.1.1's numbers for its own ranges (rule "scale": min and max x (1 + margin), no
+        widening of degenerate neurons: std gets + 1e-8), and the same form for ours."""
+        from vdnacli.binning import upstream_norm
+
+        if self.rule == "scale":
+            return upstream_norm(self.mins[layer], self.maxs[layer], 1 + self.margin)
+        lo, hi = self.interval(layer, exact=True)
+        return (lo + hi) / 2, (hi - lo) / 2 + 1e-8
 
     def sha256(self) -> str:
         h = hashlib.sha256()
@@ -67,8 +83,8 @@ class ActivationRanges:
             self.mins[layer] = np.minimum(self.mins[layer], mins)
             self.maxs[layer] = np.maximum(self.maxs[layer], maxs)
         else:
-            self.mins[layer] = np.asarray(mins, dtype=np.float32).copy()
-            self.maxs[layer] = np.asarray(maxs, dtype=np.float32).copy()
+            self.mins[layer] = np.asarray(mins, dtype=np.float64).copy()
+            self.maxs[layer] = np.asarray(maxs, dtype=np.float64).copy()
 
     # -- files ------------------------------------------------------------------------
     def to_json(self) -> dict:
@@ -110,8 +126,8 @@ def load_ranges(path: Path) -> ActivationRanges:
 
 def _from_ours(data: dict, path: Path) -> ActivationRanges:
     try:
-        mins = {l: np.asarray(v["min"], dtype=np.float32) for l, v in data["layers"].items()}
-        maxs = {l: np.asarray(v["max"], dtype=np.float32) for l, v in data["layers"].items()}
+        mins = {l: np.asarray(v["min"], dtype=np.float64) for l, v in data["layers"].items()}
+        maxs = {l: np.asarray(v["max"], dtype=np.float64) for l, v in data["layers"].items()}
         r = ActivationRanges(
             extractor=str(data["extractor"]),
             mins=mins,
@@ -132,9 +148,9 @@ def from_upstream(data: dict, extractor: str) -> ActivationRanges:
     mins, maxs = {}, {}
     try:
         for layer, per in data["mins_per_neuron"].items():
-            order = sorted(per, key=int)
-            mins[layer] = np.asarray([per[i] for i in order], dtype=np.float32)
-            maxs[layer] = np.asarray([data["maxs_per_neuron"][layer][i] for i in order], dtype=np.float32)
+            order = list(per)  # the file's order, as vdna 0.1.1 pairs keys with neurons
+            mins[layer] = np.asarray([per[i] for i in order], dtype=np.float64)
+            maxs[layer] = np.asarray([data["maxs_per_neuron"][layer][i] for i in order], dtype=np.float64)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise FormatError(f"malformed upstream activation ranges ({e})") from None
     r = ActivationRanges(extractor=extractor, mins=mins, maxs=maxs, margin=0.2, rule="scale")

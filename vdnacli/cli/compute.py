@@ -9,7 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, settings, split_csv
-from vdnacli.cli.options import CropOpt, DecodeOpt, JsonOpt, OfflineOpt, QuietOpt, RegistryOpt, WeightsOpt
+from vdnacli.cli.options import (BinningOpt, CropOpt, DecodeOpt, JsonOpt, OfflineOpt, QuietOpt, RecipeOpt, RegistryOpt,
+                                 ResizeOpt, WeightsOpt)
+from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
 
 
@@ -37,6 +39,9 @@ def add_cmd(
     name: Annotated[str, typer.Argument(help="Entry name in the registry.")],
     source: Annotated[Path, typer.Argument(help="Folder (recursive), image, .txt list of paths, or .zip.")],
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Feature extractor (see 'vdna extractors').")] = None,
+    like: Annotated[Optional[str], typer.Option("--like", help="Compute with exactly the settings of this entry (ours, "
+                                                "imported or pulled): extractor, weights, ranges, bins, kinds, "
+                                                "preprocessing, binning rule. Other flags override.", show_default=False)] = None,
     kind: Annotated[Optional[list[str]], typer.Option("--kind", help="hist, gauss and/or layer-gauss, computed in one pass "
                                                       "(repeatable or comma-separated).")] = None,
     bins: Annotated[Optional[int], typer.Option("--bins", help="Histogram bins per neuron.")] = None,
@@ -47,9 +52,15 @@ def add_cmd(
     workers: Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes.")] = None,
     weights: WeightsOpt = None,
     offline: OfflineOpt = False,
+    recipe: RecipeOpt = None,
     crop: CropOpt = None,
+    crop_seed: Annotated[Optional[int], typer.Option("--crop-seed", help="Seed of --crop random (recorded).",
+                                                     show_default=False)] = None,
+    resize: ResizeOpt = None,
+    binning: BinningOpt = None,
     decode: DecodeOpt = None,
-    precision: Annotated[str, typer.Option("--precision", help="Forward pass precision: fp32, bf16 or fp16 (recorded).")] = "fp32",
+    precision: Annotated[Optional[str], typer.Option("--precision", help="Forward pass precision: fp32 (default), bf16 or "
+                                                     "fp16 (recorded).", show_default=False)] = None,
     ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file ('vdna calibrate', or upstream's JSON).")] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
     append: Annotated[bool, typer.Option("--append", help="Add new images to an existing DNA (skips ones already counted).")] = False,
@@ -62,18 +73,36 @@ def add_cmd(
 
     Example: vdna add cityscapes ./cityscapes --limit 2000 --seed 1 --kind hist,layer-gauss
 
+    Comparable with a published DNA: vdna pull bramtoula/ffhq-mugs, then vdna add mine ./imgs --like ffhq
+
     On several GPUs or processes: torchrun --nproc-per-node 4 -m vdnacli add NAME SOURCE
     """
-    from vdnacli.build import AddRequest, add
+    from vdnacli.build import AddRequest, add, resolve_settings
+    from vdnacli.settings import RECIPES
 
     s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins,
                  offline=offline or None)
     out = Output(json=json, quiet=quiet)
     cat = open_catalog(s.registry)
-    req = AddRequest(name=name, source=source, extractor=s.extractor, kinds=tuple(split_csv(kind) or ["hist"]),
-                     bins=s.bins, limit=limit, seed=seed, device=s.device, batch_size=s.batch_size, workers=s.workers,
-                     replace=replace, append=append, strict=strict, weights=weights, ranges=ranges,
-                     crop=crop, offline=s.offline, precision=precision, decoder=decode)
+    if append and like:
+        raise ConfigError("--append computes with the entry's own settings; --like does not apply")
+    if recipe is not None and recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe '{recipe}'; choose from {', '.join(RECIPES)}")
+    flags = dict(RECIPES.get(recipe, {}))
+    flags.update({k: v for k, v in dict(kinds=tuple(split_csv(kind) or ()) or None, weights=weights, ranges=ranges,
+                                        crop=crop, crop_seed=crop_seed, resize=resize, binning=binning,
+                                        decoder=decode, precision=precision).items() if v is not None})
+    if like or append:  # the entry's settings; only flags given on the command line override them
+        base_extractor, flags["bins"] = extractor, bins
+    else:  # the extractor's defaults, after vdna.yaml / environment
+        base_extractor, flags["bins"] = s.extractor, s.bins
+    compute, like_ranges, notes = resolve_settings(cat, like=name if append else like, extractor=base_extractor,
+                                                   **flags)
+    for note in notes if not append else ():  # --append refuses different settings itself
+        out.note(note)
+    req = AddRequest(name=name, source=source, settings=compute, limit=limit, seed=seed, device=s.device,
+                     batch_size=s.batch_size, workers=s.workers, replace=replace, append=append, strict=strict,
+                     offline=s.offline, like_ranges=like_ranges)
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports
@@ -136,17 +165,17 @@ def calibrate_cmd(
     Example: vdna calibrate efficientnet-lite0 ./set1 ./set2 --out lite0-ranges.json
     (upstream's activation_ranges.json files: 'vdna ranges import').
     """
-    from vdnacli.decode_torch import check_decoder
     from vdnacli.extractors import load_extractor
-    from vdnacli.pipeline import calibrate
+    from vdnacli.pipeline import Run, calibrate
+    from vdnacli.settings import ComputeSettings
     from vdnacli.sources import list_images
 
-    decoder = check_decoder(decode or "pil")
     s = settings(device=device, workers=workers, offline=offline or None)
+    compute = ComputeSettings.for_extractor(extractor, crop=crop, decoder=decode, weights=weights)
     srcs = [(p.name, list_images(p)) for p in sources]
-    ext = load_extractor(extractor, s.device, weights, offline=s.offline)
+    ext = load_extractor(compute.extractor, s.device, weights, offline=s.offline)
     with progress_bar(not quiet and not json, "calibrating") as update:
-        ranges, report = calibrate(srcs, ext, margin, s.batch_size, s.workers, update, crop=crop, decoder=decoder)
+        ranges, report = calibrate(srcs, ext, compute, margin, Run(s.batch_size, s.workers, progress=update))
     ranges.save(out_path)
     out = Output(json=json, quiet=quiet)
     if json:

@@ -108,20 +108,23 @@ def import_cmd(
 
 def export_cmd(
     name: str,
-    path: Annotated[Path, typer.Argument(help="Output stem (writes STEM.json + STEM.npz) or a folder.")],
+    path: Annotated[Path, typer.Argument(help="Output stem, taken literally (writes STEM.json + STEM.npz), or a folder.")],
+    kind: Annotated[Optional[str], typer.Option("--kind", help="hist, gauss or layer-gauss (default: the first the DNA "
+                                                "holds, in that order).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing pair.")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
-    """Export a DNA as the upstream vdna 0.1.1 file pair.
+    """Export a DNA as the file pair of the paper's code (vdna 0.1.1), which its loader reads.
 
-    Example: vdna export demo-faces-a out/faces
+    Example: vdna export demo-faces-a out/faces --kind gauss
     """
     from vdnacli.interop import export_upstream
 
     cat = open_catalog(registry)
     dna = cat.get(name)
     target = path / name if path.is_dir() else path
-    j, n = export_upstream(dna, target)
+    j, n = export_upstream(dna, target, kind=kind, force=force)
     out = Output(json=json)
     if json:
         out.emit_json({"name": name, "json": str(j), "npz": str(n)})

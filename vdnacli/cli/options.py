@@ -42,8 +42,22 @@ OfflineOpt = Annotated[
     bool, typer.Option("--offline", help="Download nothing: use only cached/installed weights (also HF_HUB_OFFLINE=1).")
 ]
 CropOpt = Annotated[
-    Optional[str], typer.Option("--crop", help="center (square centre crop, the paper's; default) or none (squash).",
+    Optional[str], typer.Option("--crop", help="center (square centre crop), none (squash; vdna 0.1.1's default) or "
+                                "random (seeded per image, recorded). Default: the extractor's.", show_default=False)
+]
+ResizeOpt = Annotated[
+    Optional[str], typer.Option("--resize", help="pil (uint8, antialiased), clean (float bicubic, as vdna 0.1.1 and "
+                                "clean-fid) or legacy_pytorch (torch bilinear). Default: the extractor's.",
                                 show_default=False)
+]
+BinningOpt = Annotated[
+    Optional[str], typer.Option("--binning", help="float32 (ours) or vdna-0.1.1 (the paper's code, bit for bit). "
+                                "Default: the extractor's.", show_default=False)
+]
+RecipeOpt = Annotated[
+    Optional[str], typer.Option("--recipe", help="vdna-0.1.1 (the paper's code: plain decode, no crop, clean resize, "
+                                "its binning; the paper's extractors' default) or vdnacli (EXIF-upright, centre crop, "
+                                "pil resize, float32 binning). Single flags override.", show_default=False)
 ]
 DecodeOpt = Annotated[
     Optional[str],

@@ -247,8 +247,10 @@ def score_cmd(
     reference = cat.get(against)
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), reference.meta)
     refs = list_images(source)
-    scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges, workers=s.workers,
-                                  weights_per_neuron=w)
+    from vdnacli.pipeline import Run
+
+    scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
+                                  run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
@@ -291,8 +293,10 @@ def similar_cmd(
         spec = get_spec(s.extractor)
         lay, neu, w = resolve_focus(cat, mask, ignore, lay, neu,
                                     {"extractor": spec.name, "layers": [list(x) for x in spec.layers]})
-    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu, workers=s.workers,
-                                    weights_per_neuron=w)
+    from vdnacli.pipeline import Run
+
+    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
+                                    run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
     out = Output(json=json)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s)")

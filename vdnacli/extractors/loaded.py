@@ -70,9 +70,15 @@ def check_ranges(ranges: ActivationRanges, spec: ExtractorSpec) -> None:
 
 
 def import_ranges(path: Path, extractor: str, out: Path) -> ActivationRanges:
-    """Read upstream's activation_ranges.json (or ours), check it against the extractor, save ours."""
+    """Read upstream's activation_ranges.json, a vdna 0.1.1 "activation-ranges" pair, or ours;
+    check it against the extractor; save ours."""
     spec = get_spec(extractor)
-    r = load_ranges(Path(path))
+    if Path(path).suffix == ".npz" or Path(path).with_suffix(".npz").is_file():
+        from vdnacli.interop import import_ranges_pair
+
+        r = import_ranges_pair(Path(path), spec.name)
+    else:
+        r = load_ranges(Path(path))
     check_ranges(r, spec)
     r.extractor = spec.name
     if not r.sources:

@@ -70,21 +70,18 @@ class ExtractorSpec:
     ranges_hub: HubFile | None = None  # upstream activation_ranges.json on the Hub
     crop: str = "center"
     interpolation: str = "bicubic"
-    tags: tuple[str, ...] = field(default=())
+    resize: str = "pil"  # "pil" (uint8, antialiased `interpolation`) or "clean" (float bicubic, as vdna 0.1.1)
+    tags: tuple[str, ...] = field(default=())  # "paper": follows vdna 0.1.1's recipe by default (vdnacli.settings)
 
     @property
     def neurons(self) -> int:
         return sum(n for _, n in self.layers)
 
     def preprocessing(self, crop: str | None = None) -> dict:
-        """Everything about the input that changes activations; recorded in every DNA."""
-        return {
-            "crop": crop or self.crop,
-            "resize": f"pil-{self.interpolation}-antialias",
-            "size": self.input_size,
-            "mean": list(self.mean),
-            "std": list(self.std),
-        }
+        """The preprocessing record of a DNA made with this extractor's default settings."""
+        from vdnacli.settings import ComputeSettings
+
+        return ComputeSettings.for_extractor(self.name, crop=crop).preprocessing(self)
 
 
 _REGISTRY: dict[str, ExtractorSpec] = {}
