@@ -319,8 +319,8 @@ def test_evaluate_mean_over_targets_and_ignores_unscored_sources():
     }
     ev = transfer.evaluate(rankings, reference)
     # t1: gt c,a,b vs predicted a,b,c -> |70-50|,|50-40|,|40-70| ; t2: gt b,a vs a,b -> 2, 2
-    diffs = [20, 10, 30, 2, 2]
-    assert ev.discrepancy == pytest.approx(np.mean(diffs))
+    # each target weighs the same (Eq. 8): the mean of the per-target means
+    assert ev.discrepancy == pytest.approx(np.mean([np.mean([20, 10, 30]), np.mean([2, 2])]))
     assert ev.per_target["t1"]["discrepancy"] == pytest.approx(20.0)
     assert ev.per_target["t1"]["sources"] == 3
     assert set(ev.per_target) == {"t1", "t2"}
@@ -377,3 +377,13 @@ def test_read_reference_errors(tmp_path, text):
 def test_read_reference_missing_file(tmp_path):
     with pytest.raises(FormatError):
         transfer.read_reference(tmp_path / "absent.csv")
+
+
+def test_discrepancy_weighs_every_target_the_same():
+    """Eq. 8's 1/|V|: a target with fewer reference cells does not weigh less in d."""
+    reference = {"t1": {"a": 10.0, "b": 0.0}, "t2": {"a": 5.0, "b": 4.0, "c": 3.0, "d": 2.0}}
+    rankings = {"t1": [("b", 1.0), ("a", 2.0)],  # swapped: |0 - 10| at both ranks -> mean 10
+                "t2": [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]}  # perfect -> 0
+    ev = transfer.evaluate(rankings, reference)
+    assert ev.per_target["t1"]["discrepancy"] == 10.0 and ev.per_target["t2"]["discrepancy"] == 0.0
+    assert ev.discrepancy == 5.0  # (10 + 0) / 2, not (10 + 10 + 0 * 4) / 6

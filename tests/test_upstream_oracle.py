@@ -261,7 +261,7 @@ def test_their_files_import_and_ours_load_in_their_loader(rand_resnet50_pair, tm
         back = import_upstream(tmp_path / f"their-{kind}")
         assert back.kinds == [kind] and back.meta["extractor"] == "rand-resnet50" and back.num_images == 24
         assert back.meta["preprocessing"]["resize"] == "clean" and back.meta["preprocessing"]["decode"] == "plain"
-        assert back.meta["binning"] == ("vdna-0.1.1" if kind == "hist" else None)
+        assert back.meta["binning"] == "vdna-0.1.1"
         for name, dna in (("a", ours), ("b", other)):
             export_upstream(dna, tmp_path / f"{name}-{kind}", kind=kind)
             assert load_vdna_from_files(tmp_path / f"{name}-{kind}").feature_extractor_name == "rand_resnet50"

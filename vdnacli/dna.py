@@ -142,7 +142,7 @@ def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preproce
         "layers": [[name, int(n)] for name, n in layers.items()],
         "bins": int(bins) if "hist" in kinds else None,
         "preprocessing": dict(preprocessing),
-        "binning": binning if "hist" in kinds else None,
+        "binning": binning,
         "precision": precision,
         "num_images": 0,
         "images_sha256": None,

@@ -113,7 +113,7 @@ class ComputeSettings:
                 crop_seed=int(pre.get("crop_seed", 0) or 0),
                 resize=resize_kind,
                 interpolation=interpolation,
-                binning=str(meta.get("binning", "float32")),
+                binning=str(meta.get("binning") or "float32"),
                 precision=str(meta.get("precision", "fp32")),
                 decoder=decoder,
                 like=like,

@@ -88,7 +88,11 @@ class Evaluation:
 
 
 def evaluate(rankings: dict[str, list[tuple[str, float]]], reference: dict[str, dict[str, float]]) -> Evaluation:
-    """Eq. 8: mean over targets and ranks of |score(gt rank i) - score(predicted rank i)|."""
+    """Eq. 8: mean over targets and ranks of |score(gt rank i) - score(predicted rank i)|.
+
+    Each target weighs the same, as Eq. 8's 1/|V| reads: the mean over ranks is taken per
+    target first, then over targets (a target with missing cells in the reference has fewer
+    ranks, not less weight)."""
     per_target, diffs, all_rho = {}, [], []
     for t, ranked in rankings.items():
         scores = reference.get(t)
@@ -103,7 +107,7 @@ def evaluate(rankings: dict[str, list[tuple[str, float]]], reference: dict[str, 
         # Spearman between predicted closeness (-distance) and observed score.
         rho = _spearman([-dist[n] for n in names], [scores[n] for n in names])
         per_target[t] = {"discrepancy": float(np.mean(d)), "spearman": rho, "sources": len(names)}
-        diffs.extend(d)
+        diffs.append(float(np.mean(d)))
         if rho is not None:
             all_rho.append(rho)
     return Evaluation(

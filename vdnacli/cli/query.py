@@ -154,7 +154,9 @@ def rank_transfer_cmd(
     """Rank candidate source datasets for each target by DNA distance (paper sec. 5.5).
 
     Uses the extractor's last layer unless --layer is given. With --reference, also
-    scores the ranking: discrepancy d (Eq. 8) and Spearman's rho.
+    scores the ranking: discrepancy d (Eq. 8) and Spearman's rho. Every target weighs the
+    same in d (its mean over ranks first, then the mean over targets), also when some of its
+    reference cells are empty.
 
     Example: vdna rank-transfer --target mydata --sources a,b,c --reference miou.csv
     """
