@@ -20,7 +20,8 @@ from vdnacli.settings import ComputeSettings
 
 
 def _settings(**kw) -> ComputeSettings:
-    return ComputeSettings.for_extractor("efficientnet-lite0", **kw)
+    """Lite0 with the resize the device decoder reproduces (uint8 PIL), for both decoders."""
+    return ComputeSettings.for_extractor("efficientnet-lite0", resize="pil", **kw)
 
 CPU = torch.device("cpu")
 
@@ -218,7 +219,7 @@ def test_dna_with_torch_decoder_is_close_to_pil_and_recorded(jpeg_sample_dirs, l
         assert c.distance < between / 300
         assert any("preprocessing" in w for w in c.warnings)  # check_compatible sees the decoder
     pre_pil = dnas["faces-a", "pil"].meta["preprocessing"]
-    assert pre_pil == lite0.spec.preprocessing("center")  # the PIL path's record is unchanged
+    assert pre_pil == _settings().preprocessing(lite0.spec)  # the PIL path's record is unchanged
     assert "decoder" not in pre_pil
     assert dnas["faces-a", "torch"].meta["preprocessing"] == {**pre_pil, "decoder": "torchvision-cpu",
                                                               "resize": "torch-bicubic-antialias"}

@@ -353,3 +353,23 @@ def test_cli_add_skips_and_lists_hostile_files(vdna, tmp_path, registry_dir):
     assert lines == ["error: [/bold]caf\\xe9.png: not an image (unknown or unsupported format)"]
     assert sorted(p.name for p in (registry_dir / "entries").iterdir()) == before == ["hostile.h5"]
     assert list((registry_dir / "tmp").iterdir()) == []
+
+
+def test_planar_float_tiff_declaring_a_gigabyte_is_refused_before_decoding():
+    """Issue 14 row 3: 3 x 9500 x 9500 float32 (1 GB of samples) in a ~1 MB file."""
+    import tifffile
+
+    from vdnacli.preprocess import MAX_SAMPLES, check_declared
+
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as w:  # declared large, stored as one compressed strip of zeros
+        w.write(np.zeros((3, 9500, 9500), np.float32), photometric="rgb", planarconfig="separate",
+                compression="zlib", rowsperstrip=9500)
+    data = buf.getvalue()
+    assert len(data) < 8 << 20
+    with pytest.raises(ImageDecodeError, match="too large"):
+        decode(data)
+    with pytest.raises(ImageDecodeError):
+        check_declared((70_000, 10))  # one side beyond any decoder's
+    check_declared((3, 100, 100))
+    assert MAX_SAMPLES < 3 * 9500 * 9500

@@ -146,7 +146,9 @@ def test_cli_score_and_similar_json(vdna, sample_dirs, tmp_path):
     assert all(r["image"].startswith("faces-b") for r in rows)
     ref = src / "digits-b-0000.png"
     sim = vdna("similar", ref, "--in", src, "--json").json()
-    assert sim[0] == {"image": "digits-b-0000.png", "distance": 0.0}
+    # the image itself first; not exactly 0: its DNA was computed alone, the others in a batch, and the
+    # CPU convolution's rounding depends on the batch shape (one pre-activation value may change bin)
+    assert sim[0]["image"] == "digits-b-0000.png" and sim[0]["distance"] < 1e-3
     assert all(r["image"].startswith("digits-b") for r in sim[:5])
 
 

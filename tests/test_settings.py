@@ -26,7 +26,7 @@ def few(sample_dirs):
     {"crop": "random", "crop_seed": 3, "kinds": ("hist", "gauss")},
     {"resize": "clean", "crop": "none", "decode_mode": "plain", "binning": "vdna-0.1.1", "bins": 64},
     {"resize": "legacy_pytorch", "precision": "bf16"},
-    {"decoder": "torch", "crop": "none"},
+    {"decoder": "torch", "crop": "none", "resize": "pil"},
     {"kinds": ("layer-gauss",)},
 ])
 def test_settings_round_trip_through_a_dna(few, lite0, overrides):

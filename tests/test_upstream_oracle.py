@@ -287,7 +287,7 @@ def test_their_files_import_and_ours_load_in_their_loader(rand_resnet50_pair, tm
         fd = float(frechet_distance_multidim(a.data[layer]["mu"], a.data[layer]["sigma"],
                                              b.data[layer]["mu"], b.data[layer]["sigma"]))
         mine = ours_("layer-gauss", "fd", [layer])
-        assert fd > 0 and abs(fd - mine) <= 1e-6 * fd, (layer, fd, mine)
+        assert fd > 0 and abs(fd - mine) <= 1e-4 * fd, (layer, fd, mine)
 
 
 def test_layer_frechet_round_trip_to_1e9(tmp_path):

@@ -26,9 +26,9 @@ _ATTR = {"hist": "hist", "gauss": "gauss", "layer-gauss": "layer_gauss"}  # kind
 
 # Keys that must agree for two DNAs to be comparable, by the kind compared.
 _MUST_MATCH = {
-    "hist": ("extractor", "weights_sha256", "ranges_sha256", "bins", "layers"),
-    "gauss": ("extractor", "weights_sha256", "layers"),
-    "layer-gauss": ("extractor", "weights_sha256", "layers"),
+    "hist": ("extractor", "extractor_revision", "weights_sha256", "ranges_sha256", "bins", "layers"),
+    "gauss": ("extractor", "extractor_revision", "weights_sha256", "layers"),
+    "layer-gauss": ("extractor", "extractor_revision", "weights_sha256", "layers"),
 }
 
 
@@ -131,12 +131,13 @@ def images_digest(sorted_hashes: np.ndarray) -> str:
 
 
 def new_meta(*, extractor, weights_sha256, ranges_sha256, layers, bins, preprocessing, kinds, precision="fp32",
-             binning="float32") -> dict:
+             binning="float32", extractor_revision: int = 1) -> dict:
     return {
         "format": "vdna-dna",
         "format_version": 1,
         "kinds": list(kinds),
         "extractor": extractor,
+        "extractor_revision": int(extractor_revision),
         "weights_sha256": weights_sha256,
         "ranges_sha256": ranges_sha256,
         "layers": [[name, int(n)] for name, n in layers.items()],
@@ -165,6 +166,8 @@ def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
     warnings = []
     for key in _MUST_MATCH[kind]:
         va, vb = a.meta.get(key), b.meta.get(key)
+        if key == "extractor_revision":  # DNAs made before revisions were recorded: revision 1
+            va, vb = va or 1, vb or 1
         if key.endswith("sha256") and (va is None or vb is None):
             if va != vb:
                 warnings.append(f"{key} unknown for one DNA (imported?): assuming they match")
@@ -172,7 +175,8 @@ def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
         if key == "layers":
             va, vb = [tuple(x) for x in va], [tuple(x) for x in vb]
         if va != vb:
-            what = {"weights_sha256": "weights", "ranges_sha256": "activation ranges"}.get(key, key)
+            what = {"weights_sha256": "weights", "ranges_sha256": "activation ranges",
+                    "extractor_revision": "extractor revisions (a layer's definition changed)"}.get(key, key)
             raise IncompatibleDNAError(
                 f"cannot compare '{a.meta.get('name', 'A')}' and '{b.meta.get('name', 'B')}': "
                 f"different {what} ({_short(va)} vs {_short(vb)}); compute both with the same extractor settings"

@@ -302,17 +302,19 @@ def _meta_from_upstream(meta: dict, layers: dict, kind: str, jname: str) -> dict
     if crop not in ("none", "center", "random") or resize not in ("clean", "legacy_pytorch", "legacy_tensorflow"):
         raise FormatError(f"{jname}: unknown crop or resize mode ({str(crop)[:20]}, {str(resize)[:20]})")
     pre = {"decode": "plain", "crop": crop, "resize": resize}
+    revision = 1
     try:
         from vdnacli.extractors import get_spec
 
         spec = get_spec(name)
         pre.update(size=spec.input_size, mean=list(spec.mean), std=list(spec.std))
+        revision = spec.revision  # our specs of its extractors compute what it computes
     except Exception:  # an extractor this version does not know: recorded as is
         pass
     dist = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
     m = new_meta(extractor=name, weights_sha256=None, ranges_sha256=None, layers=layers,
                  bins=dist.get("hist_nb_bins") if kind == "hist" else None, preprocessing=pre, kinds=[kind],
-                 binning="vdna-0.1.1")
+                 binning="vdna-0.1.1", extractor_revision=revision)
     m["origin"] = {"kind": "upstream-vdna", "vdna_version": str(meta.get("vdna_version"))[:40],
                    "time_of_compute": str(meta.get("time_of_compute"))[:60],
                    "feature_extractor_name": ext}

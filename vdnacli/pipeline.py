@@ -408,6 +408,7 @@ def compute_dna(
         kinds=list(kinds),
         precision=settings.precision,
         binning=settings.binning,
+        extractor_revision=spec.revision,
     )
     sorted_hashes = np.unique(np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(-1, 16), axis=0)
     if report.images == 0:  # an empty shard of a distributed run: zero counts

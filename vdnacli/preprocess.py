@@ -29,21 +29,52 @@ _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BI
 _TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
+# Caps for every decoder path, checked on the declared size before any pixel is decoded:
+# each side (JPEG's own limit), and the samples of all planes together (a planar
+# 3 x 9500 x 9500 float TIFF declares 1 GB of samples in a 1 MB file).
+MAX_SIDE = 65_535
+MAX_SAMPLES = 3 * MAX_PIXELS  # an RGB image at the pixel cap
+MAX_DECODED_BYTES = 512 << 20
+
+
+def check_declared(shape, itemsize: int = 1) -> None:
+    """Refuse a declared image shape (any number of axes) beyond the caps."""
+    dims = [int(d) for d in shape]
+    if len(dims) < 2 or any(d < 1 for d in dims):
+        raise ImageDecodeError(f"declared size {list(dims)} is empty or not an image")
+    if any(d > MAX_SIDE for d in dims):
+        raise ImageDecodeError(f"declared size {list(dims)} is too large (a side over {MAX_SIDE})")
+    samples = int(np.prod(dims, dtype=np.float64))
+    if samples > MAX_SAMPLES or samples * itemsize > MAX_DECODED_BYTES:
+        raise ImageDecodeError(f"declared size {list(dims)} is too large (decompression bomb?)")
+
+
 def _to_uint8(a: np.ndarray) -> np.ndarray:
     """Rescale high-bit-depth or float samples to uint8: integers by their type's range,
-    floats by the range of their finite values (NaN and infinities become 0)."""
+    floats by the range of their finite values (NaN and infinities become 0). Works row
+    block by row block, so the memory used stays near the input's size."""
     a = np.asarray(a)
     if a.dtype == np.uint8:
         return a
+    out = np.empty(a.shape, dtype=np.uint8)
     if a.dtype.kind in "ui":
         info = np.iinfo(a.dtype)
-        x = (a.astype(np.float64) - max(info.min, 0)) / (info.max - max(info.min, 0))
+        lo, hi = float(max(info.min, 0)), float(info.max)
     else:
-        x = a.astype(np.float64)
-        finite = np.isfinite(x)
-        lo, hi = (float(x[finite].min()), float(x[finite].max())) if finite.any() else (0.0, 0.0)
-        x = np.where(finite, (x - lo) / (hi - lo), 0.0) if hi > lo else np.zeros_like(x)
-    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+        finite_lo, finite_hi = np.inf, -np.inf
+        for block in np.array_split(a, max(1, a.shape[0] // 256)):
+            f = block[np.isfinite(block)]
+            if f.size:
+                finite_lo, finite_hi = min(finite_lo, float(f.min())), max(finite_hi, float(f.max()))
+        lo, hi = (finite_lo, finite_hi) if finite_hi > finite_lo else (0.0, 0.0)
+    for i in range(0, a.shape[0], 256):
+        x = a[i:i + 256].astype(np.float64)
+        if hi > lo:
+            x = np.where(np.isfinite(x), (x - lo) / (hi - lo), 0.0)
+        else:
+            x = np.zeros_like(x)
+        out[i:i + 256] = (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return out
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -51,8 +82,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         img = Image.fromarray(_to_uint8(np.asarray(img, dtype=np.uint16)), "L")
     elif img.mode in ("I", "F"):
-        a = np.asarray(img, dtype=np.float64)  # 32-bit integers and floats: their finite range
-        img = Image.fromarray(_to_uint8(a.astype(np.float64)), "L")
+        a = np.asarray(img)  # 32-bit integers and floats: their finite range
+        img = Image.fromarray(_to_uint8(a if a.dtype.kind == "f" else a.astype(np.float64)), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode != "RGB":
@@ -70,9 +101,7 @@ def _tiff_fallback(data: bytes) -> Image.Image | None:
         return None
     with tifffile.TiffFile(io.BytesIO(data)) as tif:
         page = tif.pages[0]
-        shape = tuple(page.shape)
-        if len(shape) < 2 or int(np.prod(shape[:2], dtype=np.int64)) > MAX_PIXELS:
-            raise ImageDecodeError(f"declared size {shape} is too large or not an image (decompression bomb?)")
+        check_declared(page.shape, page.dtype.itemsize if page.dtype is not None else 8)
         a = page.asarray()
     if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):  # planar: channels first
         a = np.moveaxis(a, 0, -1)
@@ -114,6 +143,7 @@ def decode(data: bytes, plain: bool = False) -> Image.Image:
                 raise ImageDecodeError(f"declared size {w}x{h} is too large (decompression bomb?)")
             if w < 1 or h < 1:
                 raise ImageDecodeError(f"declared size {w}x{h} is empty")
+            check_declared((h, w, len(img.getbands())), 4 if img.mode in ("I", "F", "I;16", "I;16B", "I;16L") else 1)
             img.seek(0)  # first frame of animations
             img.load()
             if plain:

@@ -38,6 +38,7 @@ def compat_key(meta: dict) -> bytes:
     """A digest of the fields two histogram DNAs must share exactly to be compared
     (extractor, bins, layers); the weights/ranges digests are matched separately."""
     fields = {k: meta.get(k) for k in _EQUAL}
+    fields["extractor_revision"] = meta.get("extractor_revision") or 1  # unrecorded: revision 1
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:16]
 
 
@@ -60,7 +61,7 @@ def comparable_meta(a: dict, b: dict) -> bool:
 
 
 def _compat_index(catalog) -> SideIndex:
-    return SideIndex(catalog.registry, "compat-v2", {"key": ((16,), "uint8"), "has_hist": ((), "uint8"),
+    return SideIndex(catalog.registry, "compat-v3", {"key": ((16,), "uint8"), "has_hist": ((), "uint8"),
                                                      "shas": ((len(_SHAS), 32), "uint8")})
 
 

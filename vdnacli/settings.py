@@ -10,8 +10,9 @@ Two recipes exist, named by what they reproduce:
                bicubic, no uint8 rounding), activations normalised in float64 with
                (a - mean) / std, mean and std from the ranges x 1.2, binned as torch.histc on
                [-1, 1]. The paper's extractors default to it, so published DNAs line up.
-  "vdnacli"    ours: EXIF-upright decode (high bit depths rescaled), centre crop, the binning rule of
-               `vdnacli.kernels` (two float32 operations), resize per extractor.
+  "vdnacli"    ours: EXIF-upright decode (high bit depths rescaled), centre crop, clean resize,
+               the binning rule of `vdnacli.kernels` (two float32 operations). Extractors
+               outside the paper default to it, with their own crop and resize.
 Execution choices that do not change a DNA (device, batch size, workers) are not settings.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DECODERS = ("pil", "torch")
 RECIPES = {
     "vdna-0.1.1": {"decode_mode": "plain", "crop": "none", "resize": "clean", "binning": "vdna-0.1.1"},
-    "vdnacli": {"decode_mode": "upright", "crop": "center", "resize": "pil", "binning": "float32"},
+    "vdnacli": {"decode_mode": "upright", "crop": "center", "resize": "clean", "binning": "float32"},
 }
 
 

@@ -89,6 +89,9 @@ def add_cmd(
     if recipe is not None and recipe not in RECIPES:
         raise ConfigError(f"unknown recipe '{recipe}'; choose from {', '.join(RECIPES)}")
     flags = dict(RECIPES.get(recipe, {}))
+    if decode == "torch" and resize is None:  # the device decoder reproduces the uint8 PIL resize of upright images
+        flags.update(resize="pil", decode_mode="upright")
+        out.note("--decode torch resizes as --resize pil (EXIF-upright), recorded in the DNA")
     flags.update({k: v for k, v in dict(kinds=tuple(split_csv(kind) or ()) or None, weights=weights, ranges=ranges,
                                         crop=crop, crop_seed=crop_seed, resize=resize, binning=binning,
                                         decoder=decode, precision=precision).items() if v is not None})

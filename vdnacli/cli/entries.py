@@ -54,12 +54,24 @@ def show_cmd(
         out.note(f"wrote {plot}")
     info = {"name": name, **{k: v for k, v in meta.items() if k != "name"}}
     info["size_bytes"] = cat.registry.file_size(name)
+    info["recipe"] = _recipe(meta)
     if json:
         out.emit_json(info)
         return
     rows = [[k, v if not isinstance(v, (dict, list)) else _compact(v)] for k, v in info.items() if k != "layers"]
     out.table(f"DNA {name}", ["field", "value"], rows)
     out.table("layers", ["layer", "neurons"], [[l, n] for l, n in meta.get("layers", [])], numeric={1})
+
+
+def _recipe(meta: dict) -> str:
+    """"vdna-0.1.1", "vdnacli" or "custom": which recipe the recorded settings follow."""
+    from vdnacli.errors import VdnaError
+    from vdnacli.settings import ComputeSettings
+
+    try:
+        return ComputeSettings.from_meta(meta).recipe_name()
+    except VdnaError:
+        return "unknown"
 
 
 def _compact(v) -> str:

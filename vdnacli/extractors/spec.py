@@ -71,6 +71,10 @@ class ExtractorSpec:
     crop: str = "center"
     interpolation: str = "bicubic"
     resize: str = "pil"  # "pil" (uint8, antialiased `interpolation`) or "clean" (float bicubic, as vdna 0.1.1)
+    # Bumped whenever a layer's definition changes under the same name: DNAs record it and
+    # only DNAs of the same revision are compared. `layer_notes` says what a layer is.
+    revision: int = 1
+    layer_notes: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = field(default=())  # "paper": follows vdna 0.1.1's recipe by default (vdnacli.settings)
 
     @property
