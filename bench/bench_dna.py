@@ -12,7 +12,7 @@ decode + resize in --workers processes) and "torch" (torchvision.io.decode_jpeg 
 device, nvjpeg on CUDA, resize on the device), with the EMD between their DNAs.
 
   python bench/bench_dna.py                       # CPU, efficientnet-lite0, fp32
-  python bench/bench_dna.py --device cuda --precision fp32 bf16 --batch 128 --extractors efficientnet-lite0 rand-resnet50
+  python bench/bench_dna.py --device cuda --precision fp32 bf16 --batch 128 --extractors efficientnet-lite0 rand-resnet50-seeded
   python bench/bench_dna.py --device cuda --decoders pil torch --e2e-images 512 --e2e-size 1600x1200 --iters 0
 """
 from __future__ import annotations

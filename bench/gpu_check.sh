@@ -28,5 +28,5 @@ timeout 100 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/p
 timeout 150 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
     --precision fp32 bf16 --batch 128 --iters 8 --rounds 2 --upstream --e2e-images 0 2>&1 | tee "$OUT/throughput.md"
 
-timeout 150 python bench/bench_dna.py --device cuda --extractors rand-resnet50 --precision bf16 --batch 128 \
+timeout 150 python bench/bench_dna.py --device cuda --extractors rand-resnet50-seeded --precision bf16 --batch 128 \
     --iters 0 --e2e-images 1536 --e2e-size 1600x1200 --workers "$(nproc)" --decoders pil torch 2>&1 | tee "$OUT/e2e.md"

@@ -57,7 +57,7 @@ def main() -> int:
                 for i, (kind, smooth) in enumerate((("photos", 8), ("faces", 2), ("digits", 32)))
                 for j, half in enumerate("ab")}
     folders = {name: write_jpegs(arrays, work / name) for name, arrays in sets.items()}
-    ext = load_extractor("rand-resnet50", device)
+    ext = load_extractor("rand-resnet50-seeded", device)
     settings = ComputeSettings.for_extractor(ext.spec.name, crop="center", resize="pil", decode_mode="upright")
     refs = list_images(folders["photos-a"])
     ok = True

@@ -1,12 +1,15 @@
 """The paper's extractors (Tables 4 and 5), weights from a local Hugging Face cache (offline),
---weights files, generated random weights, timm models, ranges in upstream's format, crop modes.
+--weights files, generated random weights, timm models, ranges in upstream's format, crop modes,
+names across versions and vdna 0.1.1.
 
 Networks are built with random weights: nothing is downloaded. The Hub code path runs against
-a Hugging Face cache that the tests populate (HF_HOME + HF_HUB_OFFLINE=1).
+a Hugging Face cache that the tests populate (HF_HOME + HF_HUB_OFFLINE=1). Agreement of the
+activations with vdna 0.1.1's networks is checked in tests/test_upstream_networks.py.
 """
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -17,24 +20,34 @@ from vdnacli.extractors import weights as weights_mod
 
 # Paper Table 4 (neurons per layer) and Table 5 (input size); dinov2 and vgg16 are not in the tables.
 RESNET50 = [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+VIT_S = [384] * 13
 VIT_B = [768] * 13
 VIT_L = [1024] * 25
 INCEPTION = [64, 192, 768, 2048]
 VGG16 = [64, 64, 128, 128, 256, 256, 256] + [512] * 6
 EXPECTED = {
+    "mugs-vit-s16": (VIT_S, 224, 197),
     "mugs-vit-b16": (VIT_B, 224, 197),
     "mugs-vit-l16": (VIT_L, 224, 197),
+    "dino-vit-s16": (VIT_S, 224, 197),
     "dino-vit-b16": (VIT_B, 224, 197),
     "clip-vit-b16": (VIT_B, 224, 1),  # last_norm: the class token only, as upstream
     "dinov2-vit-b14": (VIT_B, 224, 257),
     "inception-v3": (INCEPTION, 299, 1),
     "dino-resnet50": (RESNET50, 224, 49),
     "rand-resnet50": (RESNET50, 224, 49),
+    "rand-resnet50-seeded": (RESNET50, 224, 49),
     "vgg16": (VGG16, 224, 196),
     "efficientnet-lite0": ([16, 24, 40, 80, 112, 192, 320, 1280], 224, 49),  # not in the paper
 }
-RAND_RESNET50_SHA256 = "f41a1fdc7934ed93f2fd7110e0ad27fd15771350e0d27bb0cfd0681484dae3bc"
+SEEDED_SHA256 = "f41a1fdc7934ed93f2fd7110e0ad27fd15771350e0d27bb0cfd0681484dae3bc"
 MUGS = "bramtoula/visual-dna-models"
+# vdna 0.1.1's feature_extractor_name -> ours (vdna/networks/__init__.py, get_feature_extractor)
+UPSTREAM = {
+    "mugs_vit_small": "mugs-vit-s16", "mugs_vit_base": "mugs-vit-b16", "mugs_vit_large": "mugs-vit-l16",
+    "dino_vit_small": "dino-vit-s16", "dino_vit_base": "dino-vit-b16", "dino_resnet50": "dino-resnet50",
+    "rand_resnet50": "rand-resnet50", "clip_im_vit_b16": "clip-vit-b16", "inception": "inception-v3", "vgg16": "vgg16",
+}
 
 
 def test_specs_follow_the_paper_tables():
@@ -68,12 +81,13 @@ def test_architecture_outputs_every_layer(name):
         assert {v.shape[2] for l, v in out.items() if l.startswith("block_")} == {tokens}
 
 
-def test_rand_resnet50_is_identical_everywhere():
-    a = build_module(get_spec("rand-resnet50"), None)
-    ext = load_extractor("rand-resnet50", "cpu")  # a second build, checked against the pinned sha256
+def test_seeded_rand_resnet50_is_identical_everywhere():
+    a = build_module(get_spec("rand-resnet50-seeded"), None)
+    ext = load_extractor("rand-resnet50-seeded", "cpu")  # a second build, checked against the pinned sha256
     sa, sb = a.state_dict(), ext.module.state_dict()
     assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
-    assert weights_mod.state_sha256(a) == ext.weights_sha256 == RAND_RESNET50_SHA256
+    assert weights_mod.state_sha256(a) == ext.weights_sha256 == SEEDED_SHA256
+    assert packaged_ranges(ext.spec).extractor == "rand-resnet50-seeded"
     conv = sa["net.conv1.weight"].numpy()
     bound = np.sqrt(6.0 / (64 * 7 * 7))
     assert conv.dtype == np.float32 and np.abs(conv).max() <= bound and conv.std() == pytest.approx(bound / np.sqrt(3), rel=0.02)
@@ -82,13 +96,13 @@ def test_rand_resnet50_is_identical_everywhere():
 def test_weights_file_replaces_generated_weights_and_is_loaded_safely(tmp_path):
     import torch
 
-    net = build_module(get_spec("rand-resnet50"), None).net
+    net = build_module(get_spec("rand-resnet50-seeded"), None).net
     with torch.no_grad():
         net.conv1.weight.mul_(-1)
     path = tmp_path / "weights.pth"
     torch.save({"model_state_dict": net.state_dict(), "epoch": 3}, path)  # upstream's checkpoint layout
-    ext = load_extractor("rand-resnet50", "cpu", weights=path)
-    assert ext.weights_sha256 == weights_mod.sha256_of(path) != RAND_RESNET50_SHA256
+    ext = load_extractor("rand-resnet50-seeded", "cpu", weights=path)
+    assert ext.weights_sha256 == weights_mod.sha256_of(path) != SEEDED_SHA256
     assert torch.equal(ext.module.net.conv1.weight, net.conv1.weight)
     pickled = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(2, 2), pickled)  # a pickled object, not tensors: refused
@@ -97,6 +111,53 @@ def test_weights_file_replaces_generated_weights_and_is_loaded_safely(tmp_path):
     torch.save({"fc.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ExtractorError, match="do not fit rand-resnet50"):
         load_extractor("rand-resnet50", "cpu", weights=tmp_path / "other.pth")
+
+
+def test_upstream_and_seeded_rand_resnet50_are_distinct_networks():
+    """rand-resnet50 is vdna 0.1.1's (its Hub file, upstream's stem); the seeded one keeps its own name."""
+    up, seeded = get_spec("rand-resnet50"), get_spec("rand-resnet50-seeded")
+    assert up.upstream == "rand_resnet50" and seeded.upstream is None
+    assert (up.weights.kind, up.weights.location) == ("hf", MUGS)
+    assert up.weights.filenames == ("Random/rand_resnet50/weights.pth",)
+    assert up.weights.sha256 is None  # not pinned yet: the published file was not reachable (no internet)
+    assert up.ranges is None and up.ranges_hub.filename == "Random/rand_resnet50/activation_ranges.json"
+    assert seeded.weights.kind == "generated" and seeded.weights.sha256 == SEEDED_SHA256
+    assert seeded.ranges == "rand-resnet50-seeded.json" and "offline" in seeded.tags and "offline" not in up.tags
+    assert build_module(up, None).net.conv1.padding == (2, 2)  # pad 1, then the 7x7 conv with padding 2 (upstream's)
+    assert build_module(seeded, None).net.conv1.padding == (3, 3)
+
+
+def test_names_across_versions_and_vdna_0_1_1():
+    from vdnacli import interop
+    from vdnacli.extractors import UPSTREAM_NAMES, current_name, from_upstream, to_upstream
+
+    assert UPSTREAM_NAMES == UPSTREAM and interop.UPSTREAM_EXTRACTORS is UPSTREAM_NAMES
+    assert all(get_spec(ours).upstream == theirs for theirs, ours in UPSTREAM.items())
+    assert from_upstream("mugs_vit_small") == "mugs-vit-s16" and to_upstream("clip-vit-b16") == "clip_im_vit_b16"
+    assert from_upstream("clip_im_rn50") is None and to_upstream("rand-resnet50-seeded") is None
+    # DNAs made before the rename: the seeded network's digest tells them apart from upstream's file
+    assert current_name("rand-resnet50", SEEDED_SHA256) == "rand-resnet50-seeded"
+    assert current_name("rand-resnet50", SEEDED_SHA256.upper()) == "rand-resnet50-seeded"
+    assert current_name("rand-resnet50", "ab" * 32) == "rand-resnet50"  # computed with upstream's file
+    assert current_name("rand-resnet50", None) == "rand-resnet50"
+    assert current_name("mugs-vit-b16", SEEDED_SHA256) == "mugs-vit-b16"
+
+
+def test_networks_compute_as_vdna_0_1_1():
+    """What makes them bit-identical (tests/test_upstream_networks.py): explicit attention in the
+    Mugs/DINO ViTs, CLIP in float16 with float32 LayerNorms."""
+    import torch
+
+    for name in ("mugs-vit-s16", "dino-vit-s16"):
+        vit = build_module(get_spec(name), None).vit
+        assert not any(b.attn.fused_attn for b in vit.blocks), name
+    clip = build_module(get_spec("clip-vit-b16"), None)
+    assert get_spec("clip-vit-b16").dtype == "fp16"
+    assert clip.conv1.weight.dtype == clip.transformer.resblocks[0].attn.in_proj_weight.dtype == torch.float16
+    assert clip.ln_pre.weight.dtype == torch.float32 and clip.positional_embedding.dtype == torch.float32
+    for name in ("mugs-vit-s16", "dino-vit-s16"):  # upstream publishes no ranges for these
+        spec = get_spec(name)
+        assert spec.ranges is None and spec.ranges_hub is None
 
 
 # -- a local Hugging Face cache -------------------------------------------------------------
@@ -188,6 +249,10 @@ def test_missing_hub_file_offline_is_one_clear_error(offline_hub, monkeypatch):
     msg = str(e.value)
     assert "Mugs/mugs_vit_large/weights.pth" in msg and f"hf download {MUGS}" in msg and "--weights" in msg
     assert "\n" not in msg
+    with pytest.raises(ExtractorError) as e:  # vdna 0.1.1's random network is a Hub file now
+        load_extractor("rand-resnet50", "cpu")
+    msg = str(e.value)
+    assert "Random/rand_resnet50/weights.pth" in msg and "--weights" in msg and "\n" not in msg
     with pytest.raises(ExtractorError, match="dino_vit_base/activation_ranges.json"):
         hub_ranges(get_spec("dino-vit-b16"))
     monkeypatch.setenv("TORCH_HOME", str(offline_hub / "torch"))  # URL weights: torch.hub's cache
@@ -206,11 +271,15 @@ def test_cli_extractors_and_offline_add(offline_hub, sample_dirs, vdna):
         assert list(items[name]["layers"].values()) == neurons
     assert items["mugs-vit-b16"]["weights_present"] is True and items["mugs-vit-b16"]["ranges_source"] == "hub"
     assert items["mugs-vit-l16"]["weights_present"] is False
-    assert items["rand-resnet50"]["weights_present"] is True
+    assert items["rand-resnet50"]["weights_present"] is False and items["rand-resnet50"]["upstream"] == "rand_resnet50"
+    assert items["rand-resnet50-seeded"]["weights_present"] is True
     assert items["efficientnet-lite0"]["weights_present"] is True
+    assert items["mugs-vit-s16"]["ranges_source"] == "none" and items["clip-vit-b16"]["dtype"] == "fp16"
 
     r = vdna("add", "big", sample_dirs["faces-a"], "--extractor", "mugs-vit-l16", "--offline", env=env)
     assert r.code == 1 and r.stderr.count("\n") == 1 and "Mugs/mugs_vit_large/weights.pth" in r.stderr
+    r = vdna("add", "r", sample_dirs["faces-a"], "--extractor", "rand-resnet50", "--offline", env=env)
+    assert r.code == 1 and r.stderr.count("\n") == 1 and "Random/rand_resnet50/weights.pth" in r.stderr
 
     r = vdna("add", "m", sample_dirs["faces-a"], "-e", "mugs-vit-b16", "--offline", "--limit", "6", "--crop", "none",
              "--kind", "gauss,layer-gauss", "--json", env=env)
@@ -218,6 +287,44 @@ def test_cli_extractors_and_offline_add(offline_hub, sample_dirs, vdna):
     meta = vdna("show", "m", "--json").json()
     assert meta["kinds"] == ["gauss", "layer-gauss"] and meta["preprocessing"]["crop"] == "none"
     assert meta["weights_sha256"] == weights_mod.sha256_of(weights_mod.hf_cached(MUGS, "Mugs/mugs_vit_base/weights.pth"))
+
+
+def put_hub_blob(cache, repo: str, filename: str, data: bytes, revision: str = "1" * 40):
+    """One LFS file as huggingface_hub stores it: blobs/<sha256> and a snapshot symlink to it."""
+    import hashlib
+
+    root = cache / ("models--" + repo.replace("/", "--"))
+    blob = root / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
+    link = put_hub_file(cache, repo, filename, revision=revision)
+    link.symlink_to(os.path.relpath(blob, link.parent))
+    return link, blob
+
+
+def test_rand_resnet50_from_the_hub_cache_is_checked_against_the_hubs_sha256(tmp_path, monkeypatch):
+    """Upstream's checkpoint layout {"model_state_dict": ...} loads with weights_only=True; the file must
+    have the sha256 the Hub published for it (the name of its blob)."""
+    import io
+
+    import torch
+    import torchvision
+
+    state = {k: v for k, v in torchvision.models.resnet50().state_dict().items() if not k.startswith("fc.")}
+    buf = io.BytesIO()
+    torch.save({"model_state_dict": state}, buf)
+    link, blob = put_hub_blob(tmp_path / "hub", MUGS, "Random/rand_resnet50/weights.pth", buf.getvalue())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert weights_mod.hub_blob_sha256(link) == blob.name
+    ext = load_extractor("rand-resnet50", "cpu")
+    assert ext.weights_sha256 == blob.name
+    assert torch.equal(ext.module.net.layer4[2].conv3.weight, state["layer4.2.conv3.weight"])
+    with open(blob, "ab") as f:  # a damaged download
+        f.write(b"\0")
+    with pytest.raises(ExtractorError, match="the Hub published"):
+        load_extractor("rand-resnet50", "cpu")
+    assert weights_mod.hub_blob_sha256(put_hub_file(tmp_path / "copy", MUGS, "w.pth", b"x")) is None  # no blob: unknown
 
 
 # -- timm:<model> -------------------------------------------------------------------------

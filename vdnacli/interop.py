@@ -22,6 +22,7 @@ import numpy as np
 from vdnacli import __version__
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, new_meta, ranges_record
 from vdnacli.errors import ConfigError, FormatError, SourceError
+from vdnacli.extractors.identity import UPSTREAM_NAMES as UPSTREAM_EXTRACTORS  # re-export: vdna 0.1.1 name -> ours
 
 MAX_ARRAY_BYTES = 2 << 30  # refuse arrays that would not fit a sane DNA
 MAX_JSON_BYTES = 64 << 20  # a metadata file (with kept ranges of a large extractor: a few MB)
@@ -29,16 +30,6 @@ MAX_BINS = 100_000
 MAX_IMAGES = 2**53  # image counts are exact integers in float64 and JSON
 _LAYER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
 TYPES = {"histogram": "hist", "gaussian": "gauss", "layer-gaussian": "layer-gauss"}
-UPSTREAM_EXTRACTORS = {  # vdna 0.1.1 feature_extractor_name -> ours
-    "mugs_vit_base": "mugs-vit-b16",
-    "mugs_vit_large": "mugs-vit-l16",
-    "dino_vit_base": "dino-vit-b16",
-    "dino_resnet50": "dino-resnet50",
-    "clip_im_vit_b16": "clip-vit-b16",
-    "inception": "inception-v3",
-    "vgg16": "vgg16",
-    "rand_resnet50": "rand-resnet50",
-}
 _REVERSE = {v: k for k, v in UPSTREAM_EXTRACTORS.items()}
 
 

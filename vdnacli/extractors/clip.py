@@ -1,12 +1,20 @@
-"""CLIP ViT-B/16 image encoder (open_clip's architecture, OpenAI weights from the Hub).
+"""CLIP ViT-B/16 image encoder (OpenAI's architecture and weights), computed as vdna 0.1.1 does.
 
 Layers, as upstream vdna: the output of each of the 12 residual attention blocks over all
 197 tokens (block_0 .. block_11), and the final LayerNorm applied to the class token
 (last_norm, one position), 13 x 768 neurons.
+
+Arithmetic, as vdna 0.1.1's `clip_im_vit_b16` (which runs OpenAI's model after its
+`convert_weights`): convolution, linear and attention weights in float16, the input cast to
+float16, every LayerNorm computed in float32 and cast back, QuickGELU, and torch's
+`nn.MultiheadAttention` on [tokens, batch, width] tensors. The activations are returned as
+float32 (exact). On CPU they are bit-identical to vdna 0.1.1's (tests/test_upstream_networks.py).
+
+One difference, on purpose: upstream returns `last_norm` as [1, 768, batch, 1] (the images of a
+batch land on the spatial axis), which leaves histograms unchanged but averages its Gaussian over
+the batch; here it is [batch, 768, 1], one position per image.
 """
 from __future__ import annotations
-
-import logging
 
 from vdnacli.extractors.spec import ExtractorSpec, HubFile, WeightsSource, register
 from vdnacli.extractors.vit import UPSTREAM_REPO, vit_layers
@@ -14,49 +22,98 @@ from vdnacli.extractors.vit import UPSTREAM_REPO, vit_layers
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+WIDTH, DEPTH, HEADS, PATCH, SIZE, EMBED = 768, 12, 12, 16, 224, 512
+
+
+def _modules():
+    """The encoder's classes, defined on first use so that importing this file stays torch-free."""
+    from collections import OrderedDict
+
+    import torch
+    from torch import nn
+
+    class LayerNorm32(nn.LayerNorm):
+        """LayerNorm in float32 whatever the input's dtype; the result has the input's dtype."""
+
+        def forward(self, x):
+            return super().forward(x.float()).to(x.dtype)
+
+    class QuickGELU(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, width: int, heads: int):
+            super().__init__()
+            self.ln_1 = LayerNorm32(width)
+            self.attn = nn.MultiheadAttention(width, heads)  # [tokens, batch, width]
+            self.ln_2 = LayerNorm32(width)
+            self.mlp = nn.Sequential(OrderedDict(
+                c_fc=nn.Linear(width, 4 * width), gelu=QuickGELU(), c_proj=nn.Linear(4 * width, width)))
+
+        def forward(self, x):
+            h = self.ln_1(x)
+            x = x + self.attn(h, h, h, need_weights=False)[0]
+            return x + self.mlp(self.ln_2(x))
+
+    class CLIPVisual(nn.Module):
+        """State-dict keys as OpenAI's `visual.*` (and open_clip's), so their files load strictly."""
+
+        def __init__(self):
+            super().__init__()
+            scale = WIDTH ** -0.5
+            self.conv1 = nn.Conv2d(3, WIDTH, kernel_size=PATCH, stride=PATCH, bias=False)
+            self.class_embedding = nn.Parameter(scale * torch.randn(WIDTH))
+            self.positional_embedding = nn.Parameter(scale * torch.randn((SIZE // PATCH) ** 2 + 1, WIDTH))
+            self.ln_pre = LayerNorm32(WIDTH)
+            self.transformer = nn.Module()
+            self.transformer.resblocks = nn.ModuleList(ResidualBlock(WIDTH, HEADS) for _ in range(DEPTH))
+            self.ln_post = LayerNorm32(WIDTH)
+            self.proj = nn.Parameter(scale * torch.randn(WIDTH, EMBED))  # the image embedding: unused here
+
+        def to_upstream_dtypes(self):
+            """float16 where OpenAI's `convert_weights` puts it: convolution, linear and attention
+            weights and biases. LayerNorms and the embeddings stay float32."""
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear, nn.MultiheadAttention)):
+                    m.half()
+            return self
+
+        def forward(self, images):
+            dtype = self.conv1.weight.dtype
+            x = self.conv1(images.to(dtype)).flatten(2).transpose(1, 2)  # [B, patches, width]
+            cls = self.class_embedding.to(dtype) + x.new_zeros(x.shape[0], 1, x.shape[2])
+            x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(dtype)
+            x = self.ln_pre(x).permute(1, 0, 2)  # [tokens, B, width]
+            out = {}
+            for i, block in enumerate(self.transformer.resblocks):
+                x = block(x)
+                out[f"block_{i}"] = x.permute(1, 2, 0).float()  # [B, width, tokens]
+            out["last_norm"] = self.ln_post(x[0]).unsqueeze(2).float()  # class token: [B, width, 1]
+            return out
+
+    return CLIPVisual
 
 
 def build(spec: ExtractorSpec, weights_path):
-    import open_clip
-    from torch import nn
-
     from vdnacli.extractors.weights import load_into, load_state_dict
 
-    # OpenAI's CLIP uses QuickGELU; open_clip builds it with force_quick_gelu. Its note that the
-    # model starts random is expected here (weights are loaded below), so it is silenced.
-    logging.disable(logging.WARNING)
-    try:
-        visual = open_clip.create_model("ViT-B-16", pretrained=None, force_quick_gelu=True).visual
-    finally:
-        logging.disable(logging.NOTSET)
+    visual = _modules()()
     if weights_path is not None:
         state = load_state_dict(weights_path)
-        if any(k.startswith("visual.") for k in state):
+        if any(k.startswith("visual.") for k in state):  # a whole CLIP file (text tower included)
             state = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         load_into(visual, state, spec.name)
-
-    class CLIPTokens(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.visual = visual
-
-        def forward(self, x):
-            v = self.visual
-            x = v._embeds(x)
-            _, blocks = v.transformer.forward_intermediates(x)  # [B, tokens, C] after each block
-            out = {f"block_{i}": t.transpose(1, 2) for i, t in enumerate(blocks)}
-            out["last_norm"] = v.ln_post(blocks[-1][:, 0]).unsqueeze(2)
-            return out
-
-    return CLIPTokens()
+    return visual.to_upstream_dtypes()
 
 
 CLIP_B16 = register(ExtractorSpec(
     name="clip-vit-b16",
-    architecture="CLIP ViT-B/16 image encoder (OpenAI weights)",
-    description="open_clip ViT-B-16 with OpenAI's weights (timm's Hub copy); ranges from upstream's Hub repo",
-    layers=vit_layers(12, 768),
-    input_size=224,
+    architecture="CLIP ViT-B/16 image encoder (OpenAI weights), float16 as vdna 0.1.1",
+    description="OpenAI's ViT-B/16 image encoder (weights: timm's Hub copy in open_clip format), computed in "
+                "float16 like vdna 0.1.1; ranges from upstream's Hub repo",
+    layers=vit_layers(DEPTH, WIDTH),
+    input_size=SIZE,
     mean=OPENAI_MEAN,
     std=OPENAI_STD,
     weights=WeightsSource(kind="hf", location="timm/vit_base_patch16_clip_224.openai", filenames=OPEN_CLIP_FILES,
@@ -64,4 +121,6 @@ CLIP_B16 = register(ExtractorSpec(
     build=build,
     ranges_hub=HubFile(UPSTREAM_REPO, "CLIP/clip_im_vit_b16/activation_ranges.json"),
     tags=("paper",),
+    upstream="clip_im_vit_b16",
+    dtype="fp16",
 ))

@@ -112,4 +112,5 @@ INCEPTION_V3 = register(ExtractorSpec(
     build=build,
     ranges_hub=HubFile(UPSTREAM_REPO, "Inception/inception_v3/activation_ranges.json"),
     tags=("paper",),
+    upstream="inception",
 ))

@@ -152,5 +152,7 @@ def describe(spec: ExtractorSpec) -> dict:
         "ranges": status in ("packaged", "hub"),
         "ranges_source": status,
         "tags": list(spec.tags),
+        "upstream": spec.upstream,  # vdna 0.1.1's name for the same network
+        "dtype": spec.dtype,
         "description": spec.description,
     }

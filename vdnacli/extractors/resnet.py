@@ -1,13 +1,20 @@
-"""ResNet-50 (torchvision's architecture): DINO self-supervised weights, and random weights
-generated from a fixed seed.
+"""ResNet-50 (torchvision's architecture): DINO self-supervised weights, vdna 0.1.1's random
+weights, and random weights generated from a fixed seed.
 
 Layers (paper Table 4): the output of each of the 16 bottleneck blocks, 3 x 256, 4 x 512,
 6 x 1024 and 3 x 2048 neurons; names follow upstream vdna (layer1_0 .. layer4_2).
 
-Random weights are generated with numpy only (PCG64 raw 64-bit outputs -> uniform doubles
--> one multiply-add -> float32), operations that IEEE arithmetic makes bit-identical on
-every machine, numpy and torch version, so `rand-resnet50` is the same network everywhere;
-its parameters' sha256 is pinned below and checked at every load.
+`dino-resnet50` and `rand-resnet50` are vdna 0.1.1's `dino_resnet50` and `rand_resnet50`: the
+same weights, and the same stem (the SwAV-style backbone pads the image by one pixel, then runs
+the 7x7 convolution with padding 2, where torchvision pads by 3), so every convolution sees the
+shapes it sees upstream and the activations are bit-identical on CPU
+(tests/test_upstream_networks.py).
+
+`rand-resnet50-seeded` is this project's own random network, made offline: weights generated
+with numpy only (PCG64 raw 64-bit outputs -> uniform doubles -> one multiply-add -> float32),
+operations that IEEE arithmetic makes bit-identical on every machine, numpy and torch version;
+its parameters' sha256 is pinned below and checked at every load. Until vdnacli 0.3 it was
+called `rand-resnet50` (see `vdnacli.extractors.identity.current_name`).
 """
 from __future__ import annotations
 
@@ -23,9 +30,19 @@ RAND_SEED = 0
 RAND_SHA256 = "f41a1fdc7934ed93f2fd7110e0ad27fd15771350e0d27bb0cfd0681484dae3bc"
 
 
-def block_outputs(net):
-    """Wrap a torchvision ResNet: images -> {layer<s>_<b>: [B, C, H*W]} for every bottleneck."""
+def block_outputs(net, upstream_stem: bool = False):
+    """Wrap a torchvision ResNet: images -> {layer<s>_<b>: [B, C, H*W]} for every bottleneck.
+
+    `upstream_stem`: zero-pad the image by 1 and convolve with padding 2, as vdna 0.1.1's
+    ResNet-50s do (the same function as torchvision's padding 3, computed on the same shapes
+    as upstream, so the convolution algorithm and its rounding are upstream's too).
+    """
+    import torch.nn.functional as F
     from torch import nn
+
+    pre_pad = 1 if upstream_stem else 0
+    if upstream_stem:
+        net.conv1.padding = (2, 2)
 
     class ResNetBlocks(nn.Module):
         def __init__(self):
@@ -35,6 +52,8 @@ def block_outputs(net):
 
         def forward(self, x):
             n = self.net
+            if pre_pad:
+                x = F.pad(x, (pre_pad,) * 4)
             x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
             out = {}
             for s, stage in enumerate((n.layer1, n.layer2, n.layer3, n.layer4)):
@@ -84,17 +103,18 @@ def _resnet50():
     return torchvision.models.resnet50(weights=None)
 
 
-def build_dino(spec: ExtractorSpec, weights_path):
+def build_upstream(spec: ExtractorSpec, weights_path):
+    """vdna 0.1.1's ResNet-50 backbones (DINO, random): a weight file, or torchvision's random init."""
     from vdnacli.extractors.weights import load_into, load_state_dict
 
     net = _resnet50()
     if weights_path is not None:
         load_into(net, load_state_dict(weights_path), spec.name, drop=("fc.",), allow_missing=("fc.",))
-    return block_outputs(net)
+    return block_outputs(net, upstream_stem=True)
 
 
-def build_random(spec: ExtractorSpec, weights_path):
-    """Generated weights; a weight file (e.g. upstream's Random/rand_resnet50/weights.pth) replaces them."""
+def build_seeded(spec: ExtractorSpec, weights_path):
+    """Generated weights; a weight file given with --weights replaces them."""
     from vdnacli.extractors.weights import load_into, load_state_dict
 
     net = _resnet50()
@@ -117,22 +137,45 @@ DINO_RESNET50 = register(ExtractorSpec(
     weights=WeightsSource(kind="url",
                           location="https://dl.fbaipublicfiles.com/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth",
                           install_hint="download the URL into torch.hub's checkpoints folder"),
-    build=build_dino,
+    build=build_upstream,
     ranges_hub=HubFile(UPSTREAM_REPO, "DINO/dino_resnet50/activation_ranges.json"),
     tags=("paper",),
+    upstream="dino_resnet50",
 ))
+
+RAND_WEIGHTS_FILE = "Random/rand_resnet50/weights.pth"  # {"model_state_dict": ...}, read with weights_only=True
 
 RAND_RESNET50 = register(ExtractorSpec(
     name="rand-resnet50",
+    architecture="ResNet-50, random weights (vdna 0.1.1's published file)",
+    description=f"Paper's untrained baseline: upstream's own random network, from its Hub repo {UPSTREAM_REPO} "
+                "(offline: rand-resnet50-seeded)",
+    layers=LAYERS,
+    input_size=224,
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    # sha256 not pinned yet: the published file could not be read from this project's machines (no
+    # internet). Downloads are still checked against the Hub's own LFS sha256 (weights.check_hub_blob).
+    weights=WeightsSource(kind="hf", location=UPSTREAM_REPO, filenames=(RAND_WEIGHTS_FILE,), sha256=None,
+                          install_hint=f"hf download {UPSTREAM_REPO} {RAND_WEIGHTS_FILE}"),
+    build=build_upstream,
+    ranges_hub=HubFile(UPSTREAM_REPO, "Random/rand_resnet50/activation_ranges.json"),
+    tags=("paper", "hub"),
+    upstream="rand_resnet50",
+))
+
+RAND_RESNET50_SEEDED = register(ExtractorSpec(
+    name="rand-resnet50-seeded",
     architecture="ResNet-50, random weights (numpy PCG64, seed 0)",
-    description="Paper's untrained baseline; weights generated identically on every machine (no download)",
+    description="An untrained baseline made offline: weights generated identically on every machine (no download); "
+                "not vdna 0.1.1's network (that is rand-resnet50)",
     layers=LAYERS,
     input_size=224,
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     weights=WeightsSource(kind="generated", location=f"numpy PCG64 seed {RAND_SEED}", sha256=RAND_SHA256),
-    build=build_random,
-    ranges="rand-resnet50.json",
-    tags=("paper", "offline"),
+    build=build_seeded,
+    ranges="rand-resnet50-seeded.json",
+    tags=("offline",),
 ))
 

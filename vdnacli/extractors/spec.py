@@ -76,6 +76,11 @@ class ExtractorSpec:
     revision: int = 1
     layer_notes: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = field(default=())  # "paper": follows vdna 0.1.1's recipe by default (vdnacli.settings)
+    # vdna 0.1.1's `feature_extractor_name` of the same network (None: upstream has no such network);
+    # `vdnacli.extractors.identity.UPSTREAM_NAMES` is built from these.
+    upstream: str | None = None
+    # The arithmetic of the network itself, whatever --precision says ("fp16": CLIP, as upstream).
+    dtype: str = "fp32"
 
     @property
     def neurons(self) -> int:

@@ -57,4 +57,5 @@ VGG16 = register(ExtractorSpec(
     build=build,
     ranges_hub=HubFile(UPSTREAM_REPO, "VGG/vgg16/activation_ranges.json"),
     tags=("paper",),
+    upstream="vgg16",
 ))

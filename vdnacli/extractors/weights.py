@@ -114,6 +114,17 @@ def hf_file(repo: str, filenames: tuple[str, ...] | list[str], revision: str | N
     raise ExtractorError(f"{repo} holds none of {', '.join(filenames)} ({_first_line(last)})")
 
 
+def hub_blob_sha256(path: Path) -> str | None:
+    """The sha256 the Hub published for a cached file, when the cache says it: huggingface_hub
+    stores each file under blobs/<etag>, and the etag of an LFS file (every weight file) is the
+    sha256 of its content. None for files without one (small git files, copied caches)."""
+    real = Path(os.path.realpath(path))
+    name = real.name
+    if real.parent.name == "blobs" and len(name) == 64 and all(c in "0123456789abcdef" for c in name):
+        return name
+    return None
+
+
 def hub_file(f: HubFile, offline: bool = False, what: str = "file") -> Path:
     return hf_file(f.repo, (f.filename,), f.revision, offline, what)
 
@@ -205,6 +216,11 @@ def resolve(spec: ExtractorSpec, override: Path | None = None, offline: bool = F
     else:
         raise ExtractorError(f"extractor '{spec.name}': unsupported weight source {src.kind!r}")
     digest = sha256_of(path)
+    published = hub_blob_sha256(path) if src.kind == "hf" else None
+    if published is not None and digest != published:
+        raise ExtractorError(
+            f"weights for '{spec.name}' at {path} have sha256 {digest[:12]}…, but the Hub published "
+            f"{published[:12]}… for this file (a damaged download?); delete it and fetch it again")
     if not matches(digest, src.sha256):
         raise ExtractorError(
             f"weights for '{spec.name}' at {path} have sha256 {digest[:12]}…, expected {src.sha256[:12]}…; "
