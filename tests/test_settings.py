@@ -146,3 +146,23 @@ def test_cli_like_and_show(vdna, sample_dirs):
     assert shown["preprocessing"]["resize"] == "clean" and shown["binning"] == "float32"
     r = vdna("add", "c", sample_dirs["digits-a"], "--like", "nothere")
     assert r.code != 0 and "Traceback" not in r.stderr and "nothere" in r.stderr
+
+
+def test_dnas_of_the_renamed_seeded_network_read_under_its_new_name(tmp_path, sample_dirs):
+    """Until 0.3, 'rand-resnet50' was the numpy-seeded network: such DNAs (told apart by their
+    weights sha256) read back as 'rand-resnet50-seeded', never as vdna 0.1.1's network."""
+    from vdnacli.extractors.resnet import RAND_SHA256
+
+    cat = Catalog(tmp_path / "reg")
+    add(cat, AddRequest(name="a", source=sample_dirs["faces-a"], limit=2, workers=0,
+                        settings=ComputeSettings.for_extractor(LITE0, kinds=("gauss",))))
+    meta, arrays = cat.registry.read("a")
+    cat.registry.put("old", dict(meta, extractor="rand-resnet50", weights_sha256=RAND_SHA256), arrays)
+    cat.registry.put("new", dict(meta, extractor="rand-resnet50", weights_sha256="cd" * 32), arrays)
+    assert cat.get("old").meta["extractor"] == "rand-resnet50-seeded"
+    assert cat.settings("old")[0].extractor == "rand-resnet50-seeded"
+    assert cat.get("new").meta["extractor"] == "rand-resnet50"
+    from vdnacli.errors import IncompatibleDNAError
+
+    with pytest.raises(IncompatibleDNAError, match="different extractor"):
+        cat.compare("old", "new", "nfd")

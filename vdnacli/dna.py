@@ -192,6 +192,18 @@ def check_compatible(a: DNA, b: DNA, kind: str) -> list[str]:
     return warnings
 
 
+def current_meta(meta: dict) -> dict:
+    """Recorded metadata in today's terms: an extractor renamed since the DNA was made gets
+    its current name (vdnacli.extractors.identity). Returns `meta` itself when nothing changed."""
+    name = meta.get("extractor")
+    if not isinstance(name, str):
+        return meta
+    from vdnacli.extractors.identity import current_name
+
+    now = current_name(name, meta.get("weights_sha256"))
+    return meta if now == name else dict(meta, extractor=now)
+
+
 def binning_of(meta: dict) -> str:
     """The binning rule a DNA records ("float32" for DNAs made before rules were recorded)."""
     return meta.get("binning") or "float32"
@@ -308,6 +320,7 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
 
     `only_layers` loads a partial DNA (the metadata still describes every layer).
     """
+    meta = current_meta(meta)
     try:
         layers = {str(n): int(c) for n, c in meta["layers"]}
         kinds = list(meta["kinds"])

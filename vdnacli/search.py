@@ -18,7 +18,7 @@ import numpy as np
 from registry import RegistryError
 from registry.index import SideIndex
 from vdnacli.distances import make_selection, weighted
-from vdnacli.dna import must_match
+from vdnacli.dna import current_meta, must_match
 from vdnacli.emd_query import QueryCDF
 from vdnacli.integrity import meta_problem
 from vdnacli.errors import FormatError, IncompatibleDNAError
@@ -37,6 +37,7 @@ _EQUAL = tuple(k for k in must_match("hist") if k not in _SHAS)
 def compat_key(meta: dict) -> bytes:
     """A digest of the fields two histogram DNAs must share exactly to be compared
     (extractor, bins, layers); the weights/ranges digests are matched separately."""
+    meta = current_meta(meta)
     fields = {k: meta.get(k) for k in _EQUAL}
     fields["extractor_revision"] = meta.get("extractor_revision") or 1  # unrecorded: revision 1
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).digest()[:16]

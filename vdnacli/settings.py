@@ -92,6 +92,9 @@ class ComputeSettings:
     def from_meta(cls, meta: dict, like: str | None = None) -> "ComputeSettings":
         """The settings a DNA records (ours, imported or pulled), read back whole. DNAs made
         before a setting was recorded get the value that was then implied."""
+        from vdnacli.dna import current_meta
+
+        meta = current_meta(meta)
         pre = meta.get("preprocessing") or {}
         resize = str(pre.get("resize") or "")
         if resize in ("clean", "legacy_pytorch"):

@@ -123,4 +123,7 @@ CLIP_B16 = register(ExtractorSpec(
     tags=("paper",),
     upstream="clip_im_vit_b16",
     dtype="fp16",
+    revision=2,  # 2: float16 arithmetic, vdna 0.1.1's (1 computed in float32)
+    layer_notes=(("block_0..block_11", "tokens after each residual block, float16 arithmetic"),
+                 ("last_norm", "tokens after ln_post, one value per image and token")),
 ))
