@@ -4,6 +4,12 @@ An entry is one HDF5 file:
   attrs:  format="vdna-entry", format_version=1, name, meta (JSON text),
           checksums (JSON text: dataset path -> sha256 of its little-endian bytes)
   datasets: any '/'-separated path -> numeric array, gzip(1)+shuffle-compressed in ~1 MiB row chunks
+
+Dataset groups with a size cap of their own (checked on read before anything is allocated):
+  thumbnails/{hashes,offsets,data}  a few encoded images kept with a DNA (vdnacli/thumbnails.py):
+                                    at most THUMBNAILS_MAX_BYTES per dataset. Optional: entries
+                                    without them (older ones included) read as before, and
+                                    readers that do not know the group ignore it.
 """
 from __future__ import annotations
 
@@ -24,6 +30,8 @@ _ALLOWED_KINDS = "biuf"  # bool, signed, unsigned, float: never objects or strin
 # Built-in HDF5 filters only: an unknown filter id would make HDF5 load a plugin library.
 _ALLOWED_FILTERS = {1, 2, 3}  # deflate (gzip), shuffle, fletcher32
 MAX_DATASET_BYTES = 8 << 30  # far above any real DNA (25,600 neurons x 1000 bins x int64 = 205 MB)
+THUMBNAILS_GROUP = "thumbnails"
+THUMBNAILS_MAX_BYTES = 16 << 20  # 256 thumbnails of up to 64 KB; real ones are ~3 KB each
 
 
 def array_sha256(arr: np.ndarray) -> str:
@@ -170,7 +178,9 @@ def _plain_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
     filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
     if filters - _ALLOWED_FILTERS:
         raise CorruptEntryError(f"{path.name}: dataset {key!r} uses unsupported HDF5 filters {sorted(filters)}")
-    if int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize > MAX_DATASET_BYTES:
+    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    cap = THUMBNAILS_MAX_BYTES if parts[0] == THUMBNAILS_GROUP else MAX_DATASET_BYTES
+    if declared > cap:
         raise CorruptEntryError(f"{path.name}: dataset {key!r} declares an implausible shape {ds.shape}")
     return ds
 

@@ -15,6 +15,7 @@ from vdnacli.pipeline import ComputeReport, Progress, Run, check_weights, comput
 from vdnacli.ranges import ActivationRanges
 from vdnacli.settings import ComputeSettings
 from vdnacli.sources import list_images
+from vdnacli.thumbnails import DEFAULT_COUNT, check_count, collect as collect_thumbnails
 
 
 @dataclass
@@ -34,6 +35,7 @@ class AddRequest:
     strict: bool = False
     offline: bool = False  # download nothing (weights, Hub ranges)
     like_ranges: ActivationRanges | None = None  # the ranges kept in the --like entry, if any
+    thumbnails: int = DEFAULT_COUNT  # images kept as 96-px thumbnails, chosen by content hash; 0 = none
 
 
 def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str | None = None,
@@ -65,6 +67,7 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
     validate_name(req.name)
+    check_count(req.thumbnails)
     if req.append and req.replace:
         raise ConfigError("--append and --replace cannot be combined")
     settings = req.settings or ComputeSettings.for_extractor("efficientnet-lite0")
@@ -97,6 +100,9 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         report.duplicates = distributed.reduce_int(report.duplicates, ext.device)
         if report.images == 0:
             raise SourceError("no valid image in the source (all ranks)")
+    if rank.is_writer:  # thumbnails of counted images (under torchrun the writer's refs are one shard: re-list)
+        dna.thumbnails = collect_thumbnails(list_images(req.source, req.limit, req.seed) if rank.active else refs,
+                                            dna.image_hashes, req.thumbnails)
     dna.meta["origin"] = {"kind": "images", "source_name": Path(req.source).name, "limit": req.limit,
                           "seed": req.seed if req.limit else None}
     if settings.like:

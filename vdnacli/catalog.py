@@ -110,6 +110,18 @@ class Catalog:
             ranges = dna_mod._ranges_from_arrays(meta, arrays, layers)
         return ComputeSettings.from_meta(dict(meta, name=name), like=name), ranges
 
+    def thumbnails(self, name: str):
+        """The thumbnails kept with an entry (vdnacli.thumbnails.Thumbnails), None if it keeps none;
+        reads only those arrays."""
+        from vdnacli.thumbnails import KEYS, Thumbnails
+
+        stored = set(self.registry.keys(name))
+        present = [k for k in KEYS if k in stored]
+        if not present:
+            return None
+        _, arrays = self.registry.read(name, keys=present)
+        return Thumbnails.from_arrays(arrays)  # an incomplete group is refused there
+
     def names(self) -> list[str]:
         return self.registry.names()
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from vdnacli import __version__
 from vdnacli.errors import FormatError, IncompatibleDNAError
+from vdnacli.thumbnails import Thumbnails, combine as combine_thumbnails
 
 KINDS = ("hist", "gauss", "layer-gauss")
 _ATTR = {"hist": "hist", "gauss": "gauss", "layer-gauss": "layer_gauss"}  # kind -> DNA attribute
@@ -93,6 +94,7 @@ class DNA:
     gauss: dict[str, Gaussian] | None = None
     layer_gauss: dict[str, LayerGaussian] | None = None
     image_hashes: np.ndarray | None = field(default=None, repr=False)  # sorted [n, 16] uint8
+    thumbnails: Thumbnails | None = field(default=None, repr=False)  # a few images, by smallest hash
     ranges: object | None = field(default=None, repr=False)  # vdnacli.ranges.ActivationRanges (hist DNAs)
 
     # -- descriptive -------------------------------------------------------------
@@ -244,7 +246,10 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
     meta["num_images"] = sum(d.num_images for d in dnas)
     meta["images_sha256"] = images_digest(hashes) if hashes is not None else None
     ranges = first.ranges if hist is not None else None  # equal sha256 on every part (checked above)
-    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=ranges)
+    thumbs = combine_thumbnails((d.thumbnails, len(d.image_hashes) if d.image_hashes is not None else d.num_images)
+                                for d in dnas)
+    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=ranges,
+               thumbnails=thumbs)
 
 
 # -- conversion to and from the registry's (meta, arrays) form -------------------------
@@ -273,6 +278,8 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
             arrays[f"layer_gauss/{layer}/outer"] = np.asarray(g.outer, dtype=np.float64)
     if dna.image_hashes is not None:
         arrays["images/hashes"] = np.asarray(dna.image_hashes, dtype=np.uint8).reshape(-1, 16)
+    if dna.thumbnails is not None and len(dna.thumbnails):
+        arrays.update(dna.thumbnails.to_arrays())
     if dna.ranges is not None and dna.hist is not None:
         for layer in dna.layers:
             arrays[f"ranges/{layer}/min"] = np.asarray(dna.ranges.mins[layer], dtype=np.float64)
@@ -366,4 +373,4 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
             layer_gauss[layer] = LayerGaussian(c, s, o)
     ranges = _ranges_from_arrays(meta, arrays, layers) if hist is not None and only_layers is None else None
     return DNA(meta=dict(meta), hist=hist, gauss=gauss, layer_gauss=layer_gauss,
-               image_hashes=arrays.get("images/hashes"), ranges=ranges)
+               image_hashes=arrays.get("images/hashes"), ranges=ranges, thumbnails=Thumbnails.from_arrays(arrays))

@@ -65,6 +65,8 @@ def add_cmd(
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
     append: Annotated[bool, typer.Option("--append", help="Add new images to an existing DNA (skips ones already counted).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
+    thumbnails: Annotated[int, typer.Option("--thumbnails", help="Keep N 96-px thumbnails, chosen by content hash "
+                                            "(0 = none; private: 'push' leaves them out).")] = 16,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -105,7 +107,7 @@ def add_cmd(
         out.note(note)
     req = AddRequest(name=name, source=source, settings=compute, limit=limit, seed=seed, device=s.device,
                      batch_size=s.batch_size, workers=s.workers, replace=replace, append=append, strict=strict,
-                     offline=s.offline, like_ranges=like_ranges)
+                     offline=s.offline, like_ranges=like_ranges, thumbnails=thumbnails)
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports

@@ -1,6 +1,7 @@
 """Commands that manage entries: list, show, remove, import, export, extractors, verify."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,12 +38,16 @@ def list_cmd(registry: RegistryOpt = None, json: JsonOpt = False):
 def show_cmd(
     name: str,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Also write a PNG overview of the DNA.")] = None,
+    sheet: Annotated[Optional[Path], typer.Option("--sheet", help="Also write the contact sheet of its thumbnails "
+                                                  "(PNG).", show_default=False)] = None,
+    open_sheet: Annotated[bool, typer.Option("--open", help="Open the contact sheet (written to a temporary file "
+                                             "unless --sheet is given).")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
     """Show one DNA's metadata: extractor, hashes, layers, preprocessing, image count.
 
-    Example: vdna show demo-faces-a --plot faces.png
+    Example: vdna show demo-faces-a --plot faces.png --sheet faces-sheet.png
     """
     out = Output(json=json)
     cat = open_catalog(registry)
@@ -52,6 +57,8 @@ def show_cmd(
 
         dna_figure(cat.get(name), plot)
         out.note(f"wrote {plot}")
+    if sheet or open_sheet:
+        _sheet(cat, name, sheet, open_sheet, out)
     info = {"name": name, **{k: v for k, v in meta.items() if k != "name"}}
     info["size_bytes"] = cat.registry.file_size(name)
     info["recipe"] = _recipe(meta)
@@ -72,6 +79,29 @@ def _recipe(meta: dict) -> str:
         return ComputeSettings.from_meta(meta).recipe_name()
     except VdnaError:
         return "unknown"
+
+
+def _sheet(cat, name: str, path: Optional[Path], open_it: bool, out: Output) -> None:
+    from vdnacli.errors import VdnaError
+    from vdnacli.thumbnails import open_file, write_sheet
+
+    thumbs = cat.thumbnails(name)
+    if thumbs is None:
+        raise VdnaError(f"'{name}' keeps no thumbnails (added with --thumbnails 0, imported, or by an older vdna); "
+                        f"add it again with --replace to keep some")
+    if path is None:
+        import tempfile
+
+        fd, tmp = tempfile.mkstemp(prefix=f"vdna-sheet-{name}-", suffix=".png")
+        os.close(fd)
+        path = Path(tmp)
+    write_sheet(thumbs, path, title=f"{name}: {len(thumbs)} of {cat.registry.meta(name).get('num_images')} images")
+    if open_it and open_file(path):
+        out.note(f"opened {path}")
+    elif open_it:
+        out.note(f"wrote {path} (nothing here can open it: open it yourself)")
+    else:
+        out.note(f"wrote {path}")
 
 
 def _compact(v) -> str:
