@@ -823,7 +823,7 @@ def _select_masks(catalog, dna, with_masks, include_filenames: bool) -> list[tup
 
 def push(catalog, name: str, repo_id: str, private: bool = False, revision: str | None = None,
          include_filenames: bool = False, with_masks: bool | Sequence[str] = False,
-         repo_type: str = "dataset") -> PushReport:
+         repo_type: str = "dataset", with_thumbnails: bool = False) -> PushReport:
     """Publish one DNA (and, with `with_masks`, the masks made for its network) to a Hub repo.
 
     Uploads dnas/<name>.h5 (and masks/<mask>.h5) plus the dataset card, in one commit on
@@ -850,6 +850,7 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
     if with_masks is True and not masks:
         report.warnings.append(f"no mask in the registry is made for {dna.meta.get('extractor')}; pushed the DNA alone")
     with tempfile.TemporaryDirectory(prefix="vdna-push-") as tmp:
+        dna.thumbnails = dna.thumbnails if with_thumbnails else None  # private unless asked for
         stage = _stage(Path(tmp), name, dna, meta, masks)
         digests = {p: file_digests(f) for p, f in stage.items()}
         report.files = {p: d[0] for p, d in digests.items()}
@@ -857,7 +858,8 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
             parent, card, report.created, warn = _prepare_repo(api, ctx, repo_id, repo_type, branch, private)
             report.warnings += warn
             dna_sha = report.files[f"{DNA_DIR}/{name}.h5"]
-            sections = [("dna", name, _dna_section(name, meta, dna_sha, include_filenames))]
+            sections = [("dna", name, _dna_section(name, meta, dna_sha, include_filenames)
+                         + f"\nThumbnails: {f'{len(dna.thumbnails)} published' if dna.thumbnails else 'none published'}.\n")]
             sections += [("mask", m, _mask_section(m, mm, report.files[f"{MASK_DIR}/{m}.h5"])) for m, mm, _ in masks]
             card = render_card(card, repo_id, repo_type, sections)
             ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in stage.items()]
@@ -875,7 +877,8 @@ def _stage(tmp: Path, name: str, dna, meta: dict, masks) -> dict[str, Path]:
     from vdnacli.catalog import Catalog
 
     stage = Catalog(tmp / "stage")
-    stage.put(name, dna_mod.DNA(meta=meta, hist=dna.hist, gauss=dna.gauss, image_hashes=dna.image_hashes))
+    stage.put(name, dna_mod.DNA(meta=meta, hist=dna.hist, gauss=dna.gauss, image_hashes=dna.image_hashes,
+                                thumbnails=dna.thumbnails))
     files = {f"{DNA_DIR}/{name}.h5": stage.registry.entries_dir / f"{name}.h5"}
     if masks:
         mreg = Registry(tmp / "stage-masks")

@@ -64,6 +64,8 @@ def push_cmd(
         "--include-filenames", help="Also publish the source folder's name (never local paths).")] = False,
     with_masks: Annotated[bool, typer.Option(
         "--with-masks", help="Also publish the registry's masks made for this DNA's extractor.")] = False,
+    with_thumbnails: Annotated[bool, typer.Option(
+        "--with-thumbnails", help="Also publish the DNA's thumbnails (kept private by default).")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
@@ -86,7 +88,8 @@ def push_cmd(
         raise HubOfflineError("pushing needs the network but offline mode is on (HF_HUB_OFFLINE / VDNA_OFFLINE / "
                               "offline in vdna.yaml): turn it off and push again")
     report = push(Catalog(s.registry), name, repo_id, private=private, revision=revision,
-                  include_filenames=include_filenames, with_masks=with_masks, repo_type=repo_type)
+                  include_filenames=include_filenames, with_masks=with_masks, repo_type=repo_type,
+                  with_thumbnails=with_thumbnails)
     out = _emit_report(report, json)
     if json:
         return
