@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from vdnacli import __version__
-from vdnacli.cli import compute, entries, hub, masks, query
+from vdnacli.cli import compute, entries, hub, masks, query, report
 
 app = typer.Typer(
     name="vdna",
@@ -46,6 +46,7 @@ compute.register(app)
 query.register(app)
 masks.register(app)
 hub.register(app)
+report.register(app)
 
 
 def main() -> None:
