@@ -107,6 +107,9 @@ def test_stored_in_the_entry_checksummed_and_capped(sample_dirs, tmp_path):
     assert len(t) == 4 and cat.get("with").thumbnails.images == t.images
     assert cat.thumbnails("without") is None and cat.get("without").thumbnails is None  # older entries: as before
     assert check_entry(cat.registry, "with") == []
+    other = list_images(sample_dirs["faces-a"])[:2]
+    cat.put("foreign", _dna(hashes, T.collect(other, _hashes(other), 2)))  # thumbnails of images it never counted
+    assert check_entry(cat.registry, "foreign") == ["a thumbnail shows an image the DNA did not count"]
     # the checksums cover the thumbnails: one flipped byte is found by verify
     path = cat.registry.entries_dir / "with.h5"
     with h5py.File(path, "r+") as f:

@@ -9,6 +9,7 @@ infinite Gaussian sums, and the invariants every real DNA satisfies:
   * gauss: its image count equals the DNA's, and sum² <= count * sumsq (variance >= 0);
   * layer-gauss: its image count equals the DNA's, its sum of outer products is symmetric;
   * images/hashes: at most one per image, sorted and unique, matching images_sha256;
+  * thumbnails: well formed (vdnacli.thumbnails), each of an image the DNA counted;
   * sketch (nearest search): equal to the sketch recomputed from the histograms, else
     the search could prune a true neighbour.
 """
@@ -108,6 +109,10 @@ def dna_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
             digest = meta.get("images_sha256")
             if digest is not None and digest != dna_mod.images_digest(hashes):
                 problems.append("images_sha256 does not match images/hashes")
+            if dna.thumbnails is not None:
+                counted = {bytes(h) for h in hashes}
+                if any(bytes(h) not in counted for h in dna.thumbnails.hashes):
+                    problems.append("a thumbnail shows an image the DNA did not count")
     if dna.hist is not None and "sketch/mean" in arrays:
         problems += _sketch_problems(dna, arrays)
     return problems

@@ -44,16 +44,23 @@ class PairwiseEMD:
         return [(j, float(self.distance[i, j])) for j in others[:k]]
 
 
-def _cdf(hist: Mapping[str, np.ndarray], selection: Mapping[str, np.ndarray | None]) -> np.ndarray:
-    """[selected neurons, bins] float64: cumulative counts / total, as `emd_rows` computes them."""
-    parts = []
-    for layer, idx in selection.items():
-        h = hist[layer] if idx is None else hist[layer][idx]
+def _cdf(hist: Mapping[str, np.ndarray], selection: Mapping[str, np.ndarray | None],
+         out: np.ndarray | None = None) -> np.ndarray:
+    """[selected neurons, bins] float64: cumulative counts / total, as `emd_rows` computes them
+    (written into `out` when given: the held block is filled without a copy)."""
+    rows = [hist[layer] if idx is None else hist[layer][idx] for layer, idx in selection.items()]
+    shape = (sum(h.shape[0] for h in rows), rows[0].shape[1])
+    if any(h.shape[1] != shape[1] for h in rows) or (out is not None and out.shape != shape):
+        raise FormatError("histograms do not have the shape of the others")
+    out = np.empty(shape) if out is None else out
+    start = 0
+    for h in rows:
         n = h.sum(axis=-1, keepdims=True, dtype=np.float64)
         if (n == 0).any():
             raise IncompatibleDNAError("a histogram has no counts: its EMD is undefined")
-        parts.append(np.cumsum(h, axis=-1, dtype=np.int64) / n)
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+        np.divide(np.cumsum(h, axis=-1, dtype=np.int64), n, out=out[start:start + h.shape[0]])
+        start += h.shape[0]
+    return out
 
 
 def emd_matrix(catalog, names: Sequence[str], selection: Mapping[str, np.ndarray | None],
@@ -76,11 +83,11 @@ def emd_matrix(catalog, names: Sequence[str], selection: Mapping[str, np.ndarray
     if n < 2:
         return PairwiseEMD(names, dist, per_layer, 0)
 
-    def load(j: int) -> np.ndarray:
+    def load(j: int, out: np.ndarray | None = None) -> np.ndarray:
         try:
             d = catalog.get(names[j], ["hist"], layers=layers)
             d.require("hist")
-            return _cdf(d.hist, selection)
+            return _cdf(d.hist, selection, out)
         except (VdnaError, IndexError) as e:
             raise EntryLoadError(names[j], str(e)) from None
         except Exception as e:  # registry errors (damaged file) and the like
@@ -103,26 +110,29 @@ def emd_matrix(catalog, names: Sequence[str], selection: Mapping[str, np.ndarray
     block = int(max(1, min(n, memory_bytes // max(per_entry, 1))))
     total, done = n * (n - 1) // 2, 0
     neuron_d = np.empty((block, shape[0]))
+    buffer = np.empty((block, *shape))  # reused by every pass: its pages are faulted in once
     for b0 in range(0, n, block):
         b1 = min(n, b0 + block)
-        held = np.empty((b1 - b0, *shape))
+        held = buffer[: b1 - b0]
         for i in range(b0, b1):
-            held[i - b0] = first if i == 0 else load(i)
-            if held[i - b0].shape != shape:
-                raise EntryLoadError(names[i], "histograms differ in shape from the others")
+            if i == 0:
+                held[0] = first
+            else:
+                load(i, held[i - b0])
         for j in range(b0 + 1, n):
             cj = held[j - b0] if j < b1 else load(j)
             if cj.shape != shape:
                 raise EntryLoadError(names[j], "histograms differ in shape from the others")
             rows_i = min(j, b1) - b0  # block entries before j
-            _abs_diff_sums(held[:rows_i], cj, neuron_d[:rows_i])
-            for r in range(rows_i):
-                i = b0 + r
-                d = neuron_d[r]
-                dist[i, j] = dist[j, i] = float(d.mean()) if w is None else float((w * d).sum())
-                for k, l in enumerate(layers):
-                    v = float(d[offsets[k]:offsets[k + 1]].mean())
-                    per_layer[l][i, j] = per_layer[l][j, i] = v
+            d = neuron_d[:rows_i]
+            _abs_diff_sums(held[:rows_i], cj, d)
+            # row-wise reductions over contiguous rows: the same pairwise sums as 1-D .mean() / .sum()
+            col = d.mean(axis=1) if w is None else (w * d).sum(axis=1)
+            dist[b0:b0 + rows_i, j] = dist[j, b0:b0 + rows_i] = col
+            for k, l in enumerate(layers):
+                v = d[:, offsets[k]:offsets[k + 1]]
+                v = v.mean(axis=1) if v.shape[1] == shape[0] else np.ascontiguousarray(v).mean(axis=1)
+                per_layer[l][b0:b0 + rows_i, j] = per_layer[l][j, b0:b0 + rows_i] = v
             done += rows_i
             if progress is not None:
                 progress(done, total)

@@ -125,25 +125,32 @@ def _group_key(meta: dict) -> tuple:
 
 
 def _groups_of(entries: list[Entry]) -> list[list[Entry]]:
-    """Comparable groups: greedy, every pair inside a group comparable (unknown digests
-    match anything, so comparability is not transitive: an entry joins the first group all
-    of whose members it can be compared with)."""
-    from vdnacli.search import comparable_meta
+    """Comparable groups: every pair inside a group passes `search.comparable_meta` (the rule
+    `compare` applies). Unknown digests match anything, so comparability is not transitive:
+    entries with the same fields and digests form a class, and a class joins the first group
+    all of whose classes it can be compared with."""
+    from vdnacli.search import _sha_rows, _shas_match, compat_key
 
-    with_hist: list[list[Entry]] = []
+    classes: dict[tuple, list[Entry]] = {}
     without: dict[str, list[Entry]] = {}
     for e in entries:
         if "hist" not in e.meta.get("kinds", []):
             without.setdefault(str(e.meta.get("extractor")), []).append(e)
             continue
+        shas = _sha_rows(e.meta)
+        classes.setdefault((compat_key(e.meta), shas.tobytes()), []).append(e)
+    with_hist: list[list[tuple]] = []  # groups of (key, shas, members)
+    for (key, raw), members in classes.items():
+        shas = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 32)
         for g in with_hist:
-            if all(comparable_meta(e.meta, o.meta) for o in g):
-                g.append(e)
+            if all(k == key and _shas_match(shas, s) for k, s, _ in g):
+                g.append((key, shas, members))
                 break
         else:
-            with_hist.append([e])
-    with_hist.sort(key=lambda g: (-len(g), g[0].name))
-    return with_hist + [without[k] for k in sorted(without)]
+            with_hist.append([(key, shas, members)])
+    groups = [sorted((e for _, _, m in g for e in m), key=lambda e: e.name) for g in with_hist]
+    groups.sort(key=lambda g: (-len(g), g[0].name))
+    return groups + [without[k] for k in sorted(without)]
 
 
 def _title(members: list[Entry], all_groups: list[list[Entry]]) -> str:
@@ -382,7 +389,8 @@ def thumbs_per_card(report: CatalogReport, limit: int = THUMBS_PER_CARD, budget:
     if not kept or limit <= 0:
         return 0
     per_image = 4 / 3 * sum(t.nbytes for t in kept) / sum(len(t) for t in kept) + 40  # base64 + <img> markup
-    return int(max(1, min(limit, budget // (per_image * len(kept)))))
+    k = int(max(1, min(limit, budget // (per_image * len(kept)))))
+    return k if k == limit or k < 8 else k - k % 8  # whole rows of the 8-column grid
 
 
 def render_html(report: CatalogReport, thumbnails: int = THUMBS_PER_CARD, budget: int = THUMBS_BUDGET) -> str:
@@ -467,9 +475,9 @@ def _distances(report: CatalogReport) -> str:
                 f"<div class=\"group\" id=\"group-{gi}\">{head}<p class=\"hint\">Exact EMD over {_e(g.focus)}, rows and "
                 f"columns in clustered order: dark blocks are groups of alike DNAs. Hover a cell for its value, "
                 f"click it to open the row's entry.</p>{note}"
-                f"{_closest_pairs(g)}<div class=\"heat\"><canvas class=\"heatmap\" data-group=\"{gi}\" role=\"img\" "
+                f"<div class=\"heat\"><canvas class=\"heatmap\" data-group=\"{gi}\" role=\"img\" "
                 f"aria-label=\"distance matrix of {_e(g.title)}\"></canvas><div class=\"legend\" data-group=\"{gi}\">"
-                f"</div></div></div>")
+                f"</div>{_closest_pairs(g)}</div></div>")
         else:
             why = "nothing to compare with" if len(g.names) == 1 and not g.note else ""
             links = ", ".join(f"<a href=\"#{_e(_anchor(n))}\">{_e(n)}</a>" for n in g.names)
@@ -516,7 +524,7 @@ def _card(report: CatalogReport, e: Entry, per_card: int) -> str:
         ("extractor", m.get("extractor")),
         ("kinds", ", ".join(m.get("kinds", [])) + (f" · {m.get('bins')} bins" if m.get("bins") else "")),
         ("origin", _origin(m)),
-        ("created", f"{_created(m)} · vdna {m.get('tool_version', '?')}"),
+        ("created", f"{_created(m)} (vdna {m.get('tool_version', '?')})"),
         ("preprocessing", _preprocessing(m)),
         ("size", human_bytes(e.size_bytes)),
         ("images sha256", (str(m.get("images_sha256"))[:16] + "…") if m.get("images_sha256") else "—"),
@@ -563,6 +571,6 @@ def _profile_svg(nearest: str, rows: list[tuple[str, float, float]]) -> str:
     width = label_w + bar_w + value_w
     return (f"<div class=\"profile\"><h4>Per layer</h4><p class=\"key\"><i class=\"kv\"></i>EMD to its nearest, "
             f"<a class=\"nb\" href=\"#{_e(_anchor(nearest))}\">{_e(nearest)}</a><i class=\"km\"></i>median EMD to the "
-            f"rest of its group (a bar far left of its tick: that layer makes the two alike)</p>"
+            f"others: a bar short of its tick marks a layer that makes the two alike</p>"
             f"<svg viewBox=\"0 0 {width} {h}\" width=\"{width}\" height=\"{h}\" role=\"img\" "
             f"aria-label=\"per-layer EMD\">{''.join(parts)}</svg></div>")

@@ -25,9 +25,11 @@ def report_cmd(
     registry: RegistryOpt = None,
     quiet: QuietOpt = False,
 ):
-    """Write a report of the catalog: sortable table, clustered distance heatmap, and a card per
-    entry (thumbnails, provenance, nearest 5, per-layer profile). One HTML file that opens from
-    disk (no network), or plain text for terminals.
+    """Write the catalog as one self-contained HTML page (or as text).
+
+    The page: a sortable table, the clustered distance heatmap of each comparable group, and a
+    card per entry (thumbnails, provenance, nearest 5, per-layer profile). One file that opens
+    from disk and fetches nothing.
 
     Example: vdna report catalog.html --entries 'city-*' · vdna report - | less
     """
