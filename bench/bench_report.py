@@ -2,6 +2,8 @@
 
   python bench/bench_report.py screenshot REGISTRY OUT.png
       the report of REGISTRY rendered by headless Chromium, whole page
+  python bench/bench_report.py thumbs [--images 2000]
+      what keeping thumbnails adds to `vdna add` (a second read + sha256 of every image)
   python bench/bench_report.py scale [--sizes 200 500] [--lite0 200] [--ratio 24]
       synthetic catalogs: page size, time to build and to render in Chromium; with --lite0 N,
       N entries of efficientnet-lite0's shape (2,064 neurons x 1000 bins) to time the exact
@@ -154,6 +156,33 @@ def cmd_scale(args) -> None:
                   f"{r['per_card']} | {r.get('load_s', float('nan')):.2f} | {r.get('sort_s', float('nan')):.2f} |")
 
 
+def cmd_thumbs(args) -> None:
+    """What keeping thumbnails adds to `vdna add`: one more read + sha256 of every image, and
+    16 decodes; against the pipeline's own throughput (measured by `vdna add`)."""
+    from PIL import Image
+
+    from vdnacli.sources import list_images
+    from vdnacli.thumbnails import collect
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "imgs"
+        folder.mkdir()
+        base = rng.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+        for i in range(args.images):
+            img = np.roll(base, i * 7, axis=1)
+            Image.fromarray(img).save(folder / f"{i:05d}.jpg", quality=90)
+        refs = list_images(folder)
+        total = sum(Path(r.path).stat().st_size for r in refs)
+        hs = sorted({hashlib.sha256(r.read_bytes()).digest()[:16] for r in refs})
+        hashes = np.frombuffer(b"".join(hs), dtype=np.uint8).reshape(-1, 16)
+        t = time.perf_counter()
+        th = collect(refs, hashes, 16)
+        dt = time.perf_counter() - t
+    print(f"collect: {len(refs)} JPEGs ({total / 1e6:.0f} MB, page cache warm): {dt:.2f} s "
+          f"({len(refs) / dt:,.0f} images/s, {total / 1e6 / dt:.0f} MB/s), 16 thumbnails of {th.nbytes / 1e3:.1f} KB")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -165,8 +194,10 @@ def main() -> None:
     s.add_argument("--sizes", type=int, nargs="*", default=[200, 500])
     s.add_argument("--lite0", type=int, default=0)
     s.add_argument("--ratio", type=int, default=0)
+    s = sub.add_parser("thumbs")
+    s.add_argument("--images", type=int, default=2000)
     args = p.parse_args()
-    {"screenshot": cmd_screenshot, "scale": cmd_scale}[args.cmd](args)
+    {"screenshot": cmd_screenshot, "scale": cmd_scale, "thumbs": cmd_thumbs}[args.cmd](args)
 
 
 if __name__ == "__main__":

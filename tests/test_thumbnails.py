@@ -57,6 +57,9 @@ def test_collect_takes_the_smallest_content_hashes_whatever_the_order(sample_dir
     sub = T.collect(refs, counted, 4)
     assert [bytes(h) for h in sub.hashes] == _smallest(refs[:10], 4)
     assert T.collect(refs, hashes, 0) is None
+    # digests the pipeline already has (one per ref) spare the second read: same choice
+    known = [hashlib.sha256(r.read_bytes()).digest()[:16] for r in refs]
+    assert T.collect(refs, hashes, 6, digests=known).images == t.images
 
 
 def test_an_image_that_changed_since_it_was_counted_gives_its_place_to_the_next(sample_dirs, tmp_path):

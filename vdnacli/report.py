@@ -220,6 +220,8 @@ def build_report(catalog, entries: Sequence[str] | None = None, layers: Sequence
         items.append(Entry(name, meta if not bad else {}, size, problem=bad))
     report = CatalogReport(registry=catalog.root.name, generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            entries=items, groups=[], mask=mask or ignore, layers=list(layers) if layers else None)
+    if not items:
+        report.notes.append("the registry is empty: add DNAs with 'vdna add NAME FOLDER' (or try 'vdna demo')")
     members_all = _groups_of([e for e in items if e.problem is None])
     for members in members_all:
         title = _title(members, members_all)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,14 +144,16 @@ def _digest(ref) -> bytes | None:
         return None
 
 
-def collect(refs: Sequence, image_hashes: np.ndarray | None, n: int = DEFAULT_COUNT, workers: int = 4) -> Thumbnails | None:
+def collect(refs: Sequence, image_hashes: np.ndarray | None, n: int = DEFAULT_COUNT, workers: int | None = None,
+            digests: Sequence[bytes | None] | None = None) -> Thumbnails | None:
     """Thumbnails of the `n` counted images with the smallest content hashes.
 
     `refs` are the source's images (anything with `read_bytes()`); `image_hashes` the DNA's
-    sorted [m, 16] hashes of the images it counted. Every ref is read and hashed once more
-    (threads: reading and sha256 release the GIL); only the chosen images are decoded. An
-    image that cannot be thumbnailed now (changed or removed since it was counted) gives its
-    place to the next smallest hash.
+    sorted [m, 16] hashes of the images it counted. Unless `digests` (each ref's 16-byte
+    hash, as the pipeline computed it, None where unknown) is given, every ref is read and
+    hashed once more (threads: reading and sha256 release the GIL); only the chosen images
+    are decoded. An image that cannot be thumbnailed now (changed or removed since it was
+    counted) gives its place to the next smallest hash.
     """
     check_count(n)
     if n == 0 or image_hashes is None or len(image_hashes) == 0:
@@ -159,12 +162,17 @@ def collect(refs: Sequence, image_hashes: np.ndarray | None, n: int = DEFAULT_CO
     wanted = [bytes(image_hashes[i]) for i in order[: 2 * n]]  # spares for images that fail now
     where: dict[bytes, object] = {}
     targets = set(wanted)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for start in range(0, len(refs), _BATCH):  # batches: a million refs never make a million futures
-            batch = refs[start:start + _BATCH]
-            for ref, digest in zip(batch, pool.map(_digest, batch)):
-                if digest in targets and digest not in where:
-                    where[digest] = ref
+    if digests is not None:
+        for ref, digest in zip(refs, digests):
+            if digest in targets and digest not in where:
+                where[digest] = ref
+    else:
+        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 2)) as pool:
+            for start in range(0, len(refs), _BATCH):  # batches: a million refs never make a million futures
+                batch = refs[start:start + _BATCH]
+                for ref, digest in zip(batch, pool.map(_digest, batch)):
+                    if digest in targets and digest not in where:
+                        where[digest] = ref
     hashes, images = [], []
     for h in wanted:
         if len(images) == n:
@@ -262,7 +270,6 @@ def open_file(path: Path) -> bool:
 
     Without a display (and no $BROWSER), nothing is tried: Python's fallbacks there are console
     browsers that would take over the terminal."""
-    import os
     import sys
     import webbrowser
 
