@@ -37,6 +37,7 @@ def test_torchrun_two_processes_equal_single_process(sample_dirs, tmp_path):
     a, b = cat.get("single"), cat.get("dist")
     assert a.num_images == b.num_images == 40
     assert a.meta["images_sha256"] == b.meta["images_sha256"]
+    assert len(a.thumbnails) == 16 and a.thumbnails.images == b.thumbnails.images  # rank 0 re-lists the source
     for layer in a.layers:
         np.testing.assert_array_equal(a.hist[layer], b.hist[layer])
         np.testing.assert_allclose(a.gauss[layer].sum, b.gauss[layer].sum, rtol=1e-9)
