@@ -85,9 +85,17 @@ def _bincount(k: torch.Tensor, size: int) -> torch.Tensor:
     return first.result().add_(second)
 
 
+def _check_out(out: torch.Tensor | None, n: int, bins: int, device: torch.device) -> None:
+    if out is not None and (out.dtype != torch.int64 or tuple(out.shape) != (n, bins) or out.device != device
+                            or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous int64 tensor of shape ({n}, {bins}) on {device}")
+
+
 def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
-                     workspace: Workspace | None = None) -> torch.Tensor:
-    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions].
+                     workspace: Workspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions], with torch
+    ops only (any device; the CPU fallback when Numba is not installed). With `out`, the
+    counts are added to it and it is returned.
 
     Five elementwise passes into reused buffers, then one bincount: t = (a - lo) * scale in
     float32 (bf16/fp16 activations are promoted first, as in the reference), clamped into
@@ -97,6 +105,7 @@ def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, 
     (finite unless a NaN is present) detects NaN activations without a separate pass.
     """
     b, n, s = acts.shape
+    _check_out(out, n, bins, acts.device)
     if acts.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         acts = acts.float()  # round to float32 first, as the reference does (exact for the 16-bit types)
     index_dtype = torch.int32 if n * bins < 2**31 else torch.int64
@@ -110,12 +119,50 @@ def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, 
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     k.copy_(t)
     k.add_((torch.arange(n, device=acts.device, dtype=index_dtype) * bins).view(1, n, 1))
-    return _bincount(k, n * bins).view(n, bins).to(torch.int64)
+    counts = _bincount(k, n * bins).view(n, bins)
+    return counts.to(torch.int64) if out is None else out.add_(counts)
+
+
+def histogram_counts_cpu(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
+                         workspace: Workspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`histogram_counts` on a CPU with the fused Numba kernel (vdnacli.kernels_cpu): one pass
+    over the activations, same counts. bfloat16 is read as it is, float16 and float64 are
+    rounded to float32 first (as the reference does). NaN activations raise."""
+    import numba
+
+    from vdnacli.kernels_cpu import count_into
+
+    b, n, s = acts.shape
+    _check_out(out, n, bins, acts.device)
+    if out is None:
+        out = torch.zeros((n, bins), dtype=torch.int64)
+    if acts.numel() == 0:
+        return out
+    if acts.dtype == torch.bfloat16:
+        a = acts.contiguous().view(torch.int16).numpy().view(np.uint16)
+    else:
+        a = acts.to(torch.float32).contiguous().numpy()
+    lo = np.ascontiguousarray(lo.numpy(), dtype=np.float32)
+    scale = np.ascontiguousarray(scale.numpy(), dtype=np.float32)
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    if count_into(a, lo, scale, bins, out.numpy()):
+        raise VdnaError("the extractor produced NaN activations; check the input images and precision")
+    return out
+
+
+def _numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def counter_for(device: torch.device):
     """(counting function, its name): the fused Triton kernel on CUDA when Triton is
-    installed, else the vectorised bincount path (CPU, or CUDA without Triton)."""
+    installed; on a CPU the fused Numba kernel when Numba is installed (extra `fast`);
+    else the vectorised bincount path. Every counter takes (acts, lo, scale, bins,
+    workspace=None, out=None) and returns int64 counts [neurons, bins] (added to `out`)."""
     if device.type == "cuda":
         try:
             from vdnacli.kernels_triton import histogram_counts_triton
@@ -123,4 +170,6 @@ def counter_for(device: torch.device):
             pass
         else:
             return histogram_counts_triton, "triton"
+    if device.type == "cpu" and _numba_available():
+        return histogram_counts_cpu, "numba"
     return histogram_counts, "bincount"
