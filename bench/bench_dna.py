@@ -6,7 +6,9 @@ For each extractor x device x precision x batch size it reports
            Triton on CUDA, one vectorised bincount per layer on CPU)
   ratio    dna / forward (1.0 = counting is free)
   upstream images/s with upstream vdna 0.1.1's scheme: one torch.histc per neuron (optional)
-and the end-to-end `vdna add` throughput (decode + resize + forward + counting) on a folder
+With --breakdown, per layer: the counting time of each counter alone (same activations,
+CPU: numba and bincount; CUDA: both Triton methods and bincount), values per second, and the
+bare forward, to tell what to fix next. And the end-to-end `vdna add` throughput (decode + resize + forward + counting) on a folder
 of JPEGs written by the script, for each decoder of --decoders side by side: "pil" (PIL
 decode + resize in --workers processes) and "torch" (torchvision.io.decode_jpeg on the
 device, nvjpeg on CUDA, resize on the device), with the EMD between their DNAs.
@@ -14,6 +16,7 @@ device, nvjpeg on CUDA, resize on the device), with the EMD between their DNAs.
   python bench/bench_dna.py                       # CPU, efficientnet-lite0, fp32
   python bench/bench_dna.py --device cuda --precision fp32 bf16 --batch 128 --extractors efficientnet-lite0 rand-resnet50-seeded
   python bench/bench_dna.py --device cuda --decoders pil torch --e2e-images 512 --e2e-size 1600x1200 --iters 0
+  python bench/bench_dna.py --extractors rand-resnet50 --iters 0 --e2e-images 0 --breakdown
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import torch
 
 from vdnacli.extractors import get_spec, load_extractor
 from vdnacli.extractors.loaded import Extractor, build_module, packaged_ranges, resolve_device
-from vdnacli.kernels import Workspace, bin_params, counter_for
+from vdnacli.kernels import Workspace, bin_params, counter_for, histogram_counts
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -94,8 +97,8 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3):
 
     def dna():
         feats = forward()
-        for layer, acts in feats.items():  # as the pipeline does: count, accumulate
-            counts[layer] += count(acts, *params[layer], bins, workspace)
+        for layer, acts in feats.items():  # count, added to the running counts in place
+            count(acts, *params[layer], bins, workspace, out=counts[layer])
 
     def dna_upstream():
         feats = forward()
@@ -108,7 +111,96 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3):
         fwd = max(fwd, run(forward, iters))
         ours = max(ours, run(dna, iters))
     up = run(dna_upstream, max(1, iters // 2)) if upstream else None
-    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": how}
+    workspace.check_nan()
+    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": _counter_label(how)}
+
+
+def _counter_label(how: str) -> str:
+    """The counter's name; for Triton, which method the per-shape timing chose how often."""
+    if how != "triton":
+        return how
+    from collections import Counter
+
+    from vdnacli.kernels_triton import chosen_methods
+
+    picked = Counter(chosen_methods().values())
+    return "triton (" + ", ".join(f"{m} x{k}" for m, k in sorted(picked.items())) + ")" if picked else how
+
+
+def counters(device: torch.device) -> dict:
+    """{name: counting function} of every counter that runs on `device`."""
+    out = {}
+    if device.type == "cuda":
+        try:
+            from vdnacli.kernels_triton import METHODS, histogram_counts_triton
+        except ImportError:
+            pass
+        else:
+            for m in METHODS:
+                out[f"triton-{m}"] = lambda *a, m=m, **k: histogram_counts_triton(*a, method=m, **k)
+    if device.type == "cpu":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            from vdnacli.kernels import histogram_counts_cpu
+
+            out["numba"] = histogram_counts_cpu
+    out["bincount"] = histogram_counts
+    return out
+
+
+def breakdown(ext, batch, precision, bins, reps=5):
+    """Per layer, each counter alone on the same activations (ms per batch, best of `reps`),
+    and the bare forward: a markdown table."""
+    dev = ext.device
+    size = ext.spec.input_size
+    x = torch.randn(batch, 3, size, size, device=dev)
+    dtype = DTYPES[precision]
+    params = _ranges_params(ext, bins)
+
+    def forward():
+        with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            return ext(x)
+
+    def best(fn):
+        fn()  # compile, warm up, calibrate
+        _sync(dev)
+        ms = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            ms = min(ms, (time.perf_counter() - t) * 1e3)
+        return ms
+
+    with torch.inference_mode():
+        fwd = best(forward)
+        feats = forward()
+        names = list(counters(dev))
+        rows, totals = [], dict.fromkeys(names, 0.0)
+        for layer, acts in feats.items():
+            out = torch.zeros((acts.shape[1], bins), dtype=torch.int64, device=dev)
+            ws = Workspace()
+            row = {}
+            for name, fn in counters(dev).items():
+                row[name] = best(lambda: fn(acts, *params[layer], bins, ws, out=out))
+                totals[name] += row[name]
+            rows.append((layer, tuple(acts.shape), str(acts.dtype).replace("torch.", ""), acts.numel(), row))
+            del out, ws
+    print(f"\nper-layer counting, {ext.spec.name}, {precision}, batch {batch}, {bins} bins, {dev} "
+          f"(ms per batch, best of {reps}; G/s = 1e9 activations per second)\n")
+    print("| layer | shape | dtype | M values | " + " | ".join(f"{n} ms | {n} G/s" for n in names) + " |")
+    print("|---|---|---|---|" + "---|---|" * len(names))
+    for layer, shape, dt, numel, row in rows:
+        cells = " | ".join(f"{row[n]:.2f} | {numel / row[n] / 1e6:.1f}" for n in names)
+        print(f"| {layer} | {'x'.join(map(str, shape))} | {dt} | {numel / 1e6:.1f} | {cells} |")
+    total = sum(r[3] for r in rows)
+    cells = " | ".join(f"{totals[n]:.2f} | {total / totals[n] / 1e6:.1f}" for n in names)
+    print(f"| all layers | | | {total / 1e6:.1f} | {cells} |")
+    print(f"\nbare forward: {fwd:.2f} ms per batch; counting / forward: "
+          + ", ".join(f"{n} {totals[n] / fwd:.3f}" for n in names), flush=True)
 
 
 def synthetic_photos(n: int, seed: int, size: int = 256, smooth: int = 8) -> list[np.ndarray]:
@@ -192,6 +284,9 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=3, help="timed batches per forward/DNA measurement (0: skip them)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved forward/DNA rounds; the best of each is kept")
     ap.add_argument("--upstream", action="store_true", help="also time upstream's per-neuron histc loop")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="per-layer counting time of every counter alone, and the bare forward (first --batch and "
+                         "--precision)")
     ap.add_argument("--e2e-images", type=int, default=128, help="JPEGs for the end-to-end add (0: skip)")
     ap.add_argument("--e2e-size", type=_size, default=(1600, 1200), help="JPEG size WIDTHxHEIGHT (default 1600x1200)")
     ap.add_argument("--e2e-megapixels", type=float, default=None, help="JPEG size as megapixels at 4:3 (overrides --e2e-size)")
@@ -204,7 +299,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
-    print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n")
+    print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n", flush=True)
     if args.iters:
         print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s "
               "| counter |")
@@ -217,6 +312,10 @@ def main(argv=None):
                 up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
                       f"{r['ratio']:.3f} | {up} | {r['counter']} |", flush=True)
+    if args.breakdown:
+        for name in args.extractors:
+            ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)
+            breakdown(ext, args.batch[0], args.precision[0], args.bins)
     if args.e2e_images:
         size = args.e2e_size
         if args.e2e_megapixels:
