@@ -71,7 +71,7 @@ def _random_extractor(name: str, device: str) -> Extractor:
     return Extractor(spec=spec, module=module, weights_sha256="random", device=resolve_device(device), offline=True)
 
 
-def measure(ext, batch, precision, bins, iters, upstream, rounds=3):
+def measure(ext, batch, precision, bins, iters, upstream, rounds=3, also=()):
     dev = ext.device
     size = ext.spec.input_size
     x = torch.randn(batch, 3, size, size, device=dev)
@@ -95,10 +95,12 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3):
             _sync(dev)
             return n * batch / (time.perf_counter() - t)
 
-    def dna():
+    def dna(count=count):
         feats = forward()
         for layer, acts in feats.items():  # count, added to the running counts in place
             count(acts, *params[layer], bins, workspace, out=counts[layer])
+
+    others = {name: counters(dev)[name] for name in also if name in counters(dev) and name != how}
 
     def dna_upstream():
         feats = forward()
@@ -107,12 +109,16 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3):
 
     # interleaved rounds, best of each (timeit's rule: noise only ever slows a run down)
     fwd = ours = 0.0
+    extra = dict.fromkeys(others, 0.0)
     for _ in range(rounds):
         fwd = max(fwd, run(forward, iters))
         ours = max(ours, run(dna, iters))
+        for name, fn in others.items():
+            extra[name] = max(extra[name], run(lambda fn=fn: dna(fn), iters))
     up = run(dna_upstream, max(1, iters // 2)) if upstream else None
     workspace.check_nan()
-    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": _counter_label(how)}
+    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": _counter_label(how),
+            "also": {name: v / fwd for name, v in extra.items()}}
 
 
 def _counter_label(how: str) -> str:
@@ -284,6 +290,9 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=3, help="timed batches per forward/DNA measurement (0: skip them)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved forward/DNA rounds; the best of each is kept")
     ap.add_argument("--upstream", action="store_true", help="also time upstream's per-neuron histc loop")
+    ap.add_argument("--also", nargs="+", default=[], metavar="COUNTER",
+                    help="also time DNA with these counters, interleaved (e.g. bincount: the torch-ops path); "
+                         "one DNA/forward column each")
     ap.add_argument("--breakdown", action="store_true",
                     help="per-layer counting time of every counter alone, and the bare forward (first --batch and "
                          "--precision)")
@@ -302,16 +311,17 @@ def main(argv=None):
     print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n", flush=True)
     if args.iters:
         print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s "
-              "| counter |")
-        print("|---|---|---|---|---|---|---|---|---|")
+              "| counter |" + "".join(f" DNA / forward with {c} |" for c in args.also))
+        print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(args.also))
     for name in args.extractors if args.iters else []:
         ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)
         for precision in args.precision:
             for batch in args.batch:
-                r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds)
+                r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds, args.also)
                 up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
+                also = "".join(f" {r['also'][c]:.3f} |" if c in r["also"] else " — |" for c in args.also)
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
-                      f"{r['ratio']:.3f} | {up} | {r['counter']} |", flush=True)
+                      f"{r['ratio']:.3f} | {up} | {r['counter']} |{also}", flush=True)
     if args.breakdown:
         for name in args.extractors:
             ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)

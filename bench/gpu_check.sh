@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks of the fast-computation work, in one short run (~6 min on an H100/H200; give it timeout_s=480):
+# The GPU checks of the fast-computation work, in one short run (~2-3 min on an H200; give it timeout_s=420):
 #   1. the compiled Triton kernel and the CPU kernel against the reference counts; the pipeline on
 #      CUDA (Triton counts == bincount counts on the same activations; nvjpeg vs PIL EMD);
 #   2. forward vs DNA throughput, ViT-B/16 and ResNet-50 (random weights: the offline GPU box
 #      has no checkpoints; the cost is the architecture's), fp32 and bf16, batch 128, 1000 bins,
 #      with upstream's one-histc-per-neuron loop for comparison;
-#   3. end-to-end `vdna add` images/s on 2-megapixel JPEGs, PIL workers vs nvjpeg (--decode torch).
+#   3. per-layer counting time of each counter alone (both Triton methods, bincount) next to the bare
+#      forward, ResNet-50 and ViT-B/16 in bf16 (what to fix next);
+#   4. end-to-end `vdna add` images/s on 2-megapixel JPEGs, PIL workers vs nvjpeg (--decode torch).
 # Usage (repository root, on the GPU machine): bash bench/gpu_check.sh [OUTDIR]
 # Needs torch, torchvision, triton, timm, h5py, PIL, plus what the lent GPU box lacks (it has no
 # internet): build a wheelhouse here first and carry it (well under the 64 MiB carry limit):
@@ -21,12 +23,15 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/gpu.txt"
 
-timeout 100 python -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py tests/test_kernels.py 2>&1 | tail -5 | tee "$OUT/kernels.txt"
+timeout 150 python -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py tests/test_kernels.py 2>&1 | tail -5 | tee "$OUT/kernels.txt"
 
 timeout 100 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/pipeline.txt"
 
 timeout 150 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
     --precision fp32 bf16 --batch 128 --iters 8 --rounds 2 --upstream --e2e-images 0 2>&1 | tee "$OUT/throughput.md"
+
+timeout 100 python bench/bench_dna.py --device cuda --random-weights --extractors rand-resnet50 mugs-vit-b16 \
+    --precision bf16 --batch 128 --iters 0 --e2e-images 0 --breakdown 2>&1 | tee "$OUT/breakdown.md"
 
 timeout 150 python bench/bench_dna.py --device cuda --extractors rand-resnet50-seeded --precision bf16 --batch 128 \
     --iters 0 --e2e-images 1536 --e2e-size 1600x1200 --workers "$(nproc)" --decoders pil torch 2>&1 | tee "$OUT/e2e.md"

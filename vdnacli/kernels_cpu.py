@@ -10,12 +10,12 @@ indices twice (min and max). Here each row of activations is binned into a small
 buffer (a vectorised loop, in L1) and scattered at once into the neuron's histogram, which
 stays in L1/L2; neurons are split over threads (no shared counters, no atomics).
 
-The zero spike: ReLU outputs put 35-90 % of a neuron's values in one bin (the bin of 0.0;
-ReLU6 also at 6.0), so consecutive increments hit one counter and each waits for the
-previous store. The scatter therefore rotates over four private copies of the histogram
-(value j goes to copy j mod 4), summed once per neuron and call: any dominant value is
-spread, whatever rule maps a value to a bin (the rule is `_bin_index`; a second rule only
-needs its own index function). Measured alternatives are in docs/performance.md.
+The zero spike: ReLU outputs put 35-90 % of a neuron's values on 0.0, so consecutive
+increments would hit one counter, each waiting for the previous store. Exact zeros (and
+-0.0) go instead to SPREAD extra slots in turn; at the end their sum is added to the bin
+that 0.0 falls in, computed by the same rule (`_bin_index`) as every other value, so the
+trick holds whatever rule maps a value to a bin (a second rule only needs its own index
+function). Measured alternatives are in docs/performance.md.
 
 Compiled on first use (about 3-5 s per input type), then cached on disk: under
 $NUMBA_CACHE_DIR when set, else under $XDG_CACHE_HOME/vdna/numba (~/.cache/vdna/numba);
@@ -32,7 +32,7 @@ from numba import njit, prange
 from numba.core import config as _numba_config
 from numba.extending import overload
 
-COPIES = 4  # private histogram copies per neuron (the spread of a dominant value)
+SPREAD = 4  # extra histogram slots per neuron that exact zeros rotate over (a power of two)
 
 
 def _cache_dir() -> Path | None:
@@ -83,15 +83,19 @@ def _count_affine(acts, lo, scale, bins, out, group):
     out [neurons, bins] int64, added to. Returns the number of NaN activations (not counted).
 
     Threads take groups of `group` neurons (a group of short rows reads one contiguous
-    stretch per image); each neuron has COPIES private int32 histograms."""
+    stretch per image); each neuron has a private int32 histogram with SPREAD extra slots
+    that take its exact zeros in turn (value j -> slot bins + j % SPREAD), so the zero spike
+    forms no chain of increments to one counter; their sum is added at the end to the bin
+    that 0.0 falls in, computed by the same rule (`_bin_index`)."""
     b, n, s = acts.shape
     top = np.float32(bins - 1)
+    zero = np.float32(0.0)
     groups = (n + group - 1) // group
     nan = 0
     for g in prange(groups):
         c0 = g * group
         c1 = min(n, c0 + group)
-        h = np.zeros((c1 - c0, COPIES, bins), np.int32)
+        h = np.zeros((c1 - c0, bins + SPREAD), np.int32)
         idx = np.empty(s, np.int32)
         buf = np.empty(s, np.uint32)
         bad = 0
@@ -103,22 +107,27 @@ def _count_affine(acts, lo, scale, bins, out, group):
                 for j in range(s):  # vectorised: binning only
                     x = row[j]
                     bad += x != x
-                    idx[j] = _bin_index(x, lc, sc, top)
+                    k = _bin_index(x, lc, sc, top)
+                    idx[j] = (bins + (j & (SPREAD - 1))) if x == zero else k  # -0.0 == 0.0 too
                 hc = h[c - c0]
                 j = 0
-                while j + COPIES <= s:  # scatter, four copies in turn: no chain on a spike
-                    hc[0, idx[j]] += 1
-                    hc[1, idx[j + 1]] += 1
-                    hc[2, idx[j + 2]] += 1
-                    hc[3, idx[j + 3]] += 1
-                    j += COPIES
+                while j + 4 <= s:  # scatter, unrolled
+                    hc[idx[j]] += 1
+                    hc[idx[j + 1]] += 1
+                    hc[idx[j + 2]] += 1
+                    hc[idx[j + 3]] += 1
+                    j += 4
                 while j < s:
-                    hc[0, idx[j]] += 1
+                    hc[idx[j]] += 1
                     j += 1
         for c in range(c0, c1):
             hc = h[c - c0]
+            zeros = 0
+            for k in range(bins, bins + SPREAD):
+                zeros += hc[k]
+            hc[_bin_index(zero, lo[c], scale[c], top)] += zeros
             for k in range(bins):
-                out[c, k] += hc[0, k] + hc[1, k] + hc[2, k] + hc[3, k]
+                out[c, k] += hc[k]
         nan += bad
     return nan
 
