@@ -7,6 +7,13 @@ per-neuron interval [lo, hi] of the activation ranges (margin included),
 This is Eq. 9-11 (a_norm = (a - mu) / sigma on [-1, 1], B uniform bins) written so
 that every implementation performs the same two float32 operations. Values below the
 range land in bin 0, above it in bin B-1; NaN activations are an error.
+
+Implementations, all bit-identical to `reference_counts` (`counter_for` picks one):
+  histogram_counts      torch ops + one bincount; any device (the fallback)
+  histogram_counts_cpu  fused Numba kernel, one pass (vdnacli/kernels_cpu.py; extra `fast`)
+  histogram_counts_triton  fused Triton kernels on CUDA (vdnacli/kernels_triton.py)
+Each takes (acts, lo, scale, bins, workspace=None, out=None); with `out` the counts are
+added to a running int64 tensor in place. Design and measurements: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -151,11 +158,11 @@ def histogram_counts_cpu(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tens
 
 
 def _numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether Numba is installed, without importing it (0.5 s): the import and the kernel's
+    load from the on-disk cache happen at the first batch."""
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
 
 
 def counter_for(device: torch.device):
