@@ -160,7 +160,7 @@ def _launch(method: str, acts, lo, scale, bins: int, out, nan, block: int) -> No
     args = (acts, lo, scale, out, nan, b, s, acts.stride(0), acts.stride(1), acts.stride(2), bins, bs.bit_length() - 1,
             triton.cdiv(s, bs), tiles, programs)
     if method == "histogram":
-        _hist_kernel[grid](*args, NB=triton.next_power_of_2(bins), BLOCK=block)
+        _hist_kernel[grid](*args, NB=max(32, triton.next_power_of_2(bins)), BLOCK=block)
     elif method == "atomic":
         _atomic_kernel[grid](*args, BLOCK=block)
     else:
