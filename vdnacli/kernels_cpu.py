@@ -97,6 +97,7 @@ def _count_affine(acts, lo, scale, bins, out, group):
         c1 = min(n, c0 + group)
         h = np.zeros((c1 - c0, bins + SPREAD), np.int32)
         idx = np.empty(s, np.int32)
+        uidx = idx.view(np.uint32)  # the scatter reads indices unsigned: no negative-index wraparound code
         buf = np.empty(s, np.uint32)
         bad = 0
         for i in range(b):
@@ -112,13 +113,13 @@ def _count_affine(acts, lo, scale, bins, out, group):
                 hc = h[c - c0]
                 j = 0
                 while j + 4 <= s:  # scatter, unrolled
-                    hc[idx[j]] += 1
-                    hc[idx[j + 1]] += 1
-                    hc[idx[j + 2]] += 1
-                    hc[idx[j + 3]] += 1
+                    hc[uidx[j]] += 1
+                    hc[uidx[j + 1]] += 1
+                    hc[uidx[j + 2]] += 1
+                    hc[uidx[j + 3]] += 1
                     j += 4
                 while j < s:
-                    hc[idx[j]] += 1
+                    hc[uidx[j]] += 1
                     j += 1
         for c in range(c0, c1):
             hc = h[c - c0]
