@@ -86,14 +86,16 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3, also=()):
             return ext(x)
 
     def run(fn, n):
+        """(images/s by the wall clock, images/s by this process's CPU time): on a CPU shared
+        with other work the second is the steadier measure of what a step costs."""
         with torch.inference_mode():
             fn()
             _sync(dev)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu_seconds()
             for _ in range(n):
                 fn()
             _sync(dev)
-            return n * batch / (time.perf_counter() - t)
+            return n * batch / (time.perf_counter() - t), n * batch / max(1e-9, _cpu_seconds() - c)
 
     def dna(count=count):
         feats = forward()
@@ -108,17 +110,26 @@ def measure(ext, batch, precision, bins, iters, upstream, rounds=3, also=()):
             _upstream_counts(acts, *params[layer], bins)
 
     # interleaved rounds, best of each (timeit's rule: noise only ever slows a run down)
-    fwd = ours = 0.0
-    extra = dict.fromkeys(others, 0.0)
+    fwd = ours = (0.0, 0.0)
+    extra = dict.fromkeys(others, (0.0, 0.0))
+    best = lambda a, b: (max(a[0], b[0]), max(a[1], b[1]))  # noqa: E731
     for _ in range(rounds):
-        fwd = max(fwd, run(forward, iters))
-        ours = max(ours, run(dna, iters))
+        fwd = best(fwd, run(forward, iters))
+        ours = best(ours, run(dna, iters))
         for name, fn in others.items():
-            extra[name] = max(extra[name], run(lambda fn=fn: dna(fn), iters))
-    up = run(dna_upstream, max(1, iters // 2)) if upstream else None
+            extra[name] = best(extra[name], run(lambda fn=fn: dna(fn), iters))
+    up = run(dna_upstream, max(1, iters // 2))[0] if upstream else None
     workspace.check_nan()
-    return {"forward": fwd, "dna": ours, "ratio": ours / fwd, "upstream": up, "counter": _counter_label(how),
-            "also": {name: v / fwd for name, v in extra.items()}}
+    return {"forward": fwd[0], "dna": ours[0], "ratio": ours[0] / fwd[0], "cpu_ratio": ours[1] / fwd[1],
+            "upstream": up, "counter": _counter_label(how),
+            "also": {name: (v[0] / fwd[0], v[1] / fwd[1]) for name, v in extra.items()}}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _counter_label(how: str) -> str:
@@ -310,18 +321,22 @@ def main(argv=None):
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor() or platform.machine())
     print(f"machine: {dev_name}, {os.cpu_count()} CPU cores, torch {torch.__version__}\n", flush=True)
     if args.iters:
+        cpu = args.device == "cpu"
         print("| extractor | device | precision | batch | forward img/s | DNA img/s | DNA / forward | upstream histc img/s "
-              "| counter |" + "".join(f" DNA / forward with {c} |" for c in args.also))
-        print("|---|---|---|---|---|---|---|---|---|" + "---|" * len(args.also))
+              "| counter |" + (" DNA / forward, CPU time |" if cpu else "")
+              + "".join(f" DNA / forward with {c}{' (wall; CPU time)' if cpu else ''} |" for c in args.also))
+        print("|---|---|---|---|---|---|---|---|---|" + ("---|" if cpu else "") + "---|" * len(args.also))
     for name in args.extractors if args.iters else []:
         ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)
         for precision in args.precision:
             for batch in args.batch:
                 r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds, args.also)
                 up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
-                also = "".join(f" {r['also'][c]:.3f} |" if c in r["also"] else " — |" for c in args.also)
+                also = "".join((f" {r['also'][c][0]:.3f}; {r['also'][c][1]:.3f} |" if cpu else f" {r['also'][c][0]:.3f} |")
+                               if c in r["also"] else " — |" for c in args.also)
+                cpu_col = f" {r['cpu_ratio']:.3f} |" if cpu else ""
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
-                      f"{r['ratio']:.3f} | {up} | {r['counter']} |{also}", flush=True)
+                      f"{r['ratio']:.3f} | {up} | {r['counter']} |{cpu_col}{also}", flush=True)
     if args.breakdown:
         for name in args.extractors:
             ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)
