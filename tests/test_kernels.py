@@ -269,6 +269,38 @@ def test_counts_are_added_to_out(count):
               out=torch.zeros((3, 16), dtype=torch.int32))
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed (extra: fast)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernel_under_vdna_0_1_1_rule_equals_the_torch_emulation(dtype):
+    """The second binning rule (vdnacli.binning, float64 normalisation + histc bins) through
+    the same fused kernel and zero-spike trick: the same counts as `upstream_counts`."""
+    from vdnacli.binning import upstream_counts, upstream_norm
+    from vdnacli.kernels import upstream_counts_cpu
+
+    rng = np.random.default_rng(13)
+    n, bins = 6, 1000
+    mins = np.array([-1.0, 0.0, 0.0, 0.5, -3.0, -1e-3])
+    maxs = np.array([4.0, 2.0, 1e-3, 2.0, -1.0, 1e-3])
+    mean, std = upstream_norm(mins, maxs)
+    acts = rng.normal(1, 2, size=(3, n, 257))
+    acts[rng.uniform(size=acts.shape) < 0.6] = 0.0  # the spike (0.0 inside, at the edge of, outside the ranges)
+    acts[0, :, :5] = [np.inf, -np.inf, 1e30, -1e30, -0.0]
+    t = torch.from_numpy(acts).to(dtype)
+    m, sd = torch.from_numpy(mean), torch.from_numpy(std)
+    ref = upstream_counts(t, m, sd, bins)
+    got = upstream_counts_cpu(t, m, sd, bins)
+    np.testing.assert_array_equal(got.numpy(), ref.numpy())
+    # values exactly on histc's float64 edges, and the float32 values next to them
+    edges = (mean[:, None] + std[:, None] * (np.arange(bins + 1)[None, :] * 2.0 / bins - 1.0)).astype(np.float32)
+    e = torch.from_numpy(np.concatenate([edges, np.nextafter(edges, np.float32(np.inf)),
+                                         np.nextafter(edges, np.float32(-np.inf))], axis=1)[None])
+    np.testing.assert_array_equal(upstream_counts_cpu(e, m, sd, bins).numpy(), upstream_counts(e, m, sd, bins).numpy())
+    bad = t.clone()
+    bad[1, 2, 3] = float("nan")
+    with pytest.raises(VdnaError, match="NaN"):
+        upstream_counts_cpu(bad, m, sd, bins)
+
+
 def test_cpu_counter_is_the_fused_kernel_when_numba_is_installed():
     fn, name = counter_for(torch.device("cpu"))
     assert (fn, name) == ((histogram_counts_cpu, "numba") if HAVE_NUMBA else (histogram_counts, "bincount"))

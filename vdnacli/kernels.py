@@ -10,7 +10,8 @@ range land in bin 0, above it in bin B-1; NaN activations are an error.
 
 Implementations, all bit-identical to `reference_counts` (`counter_for` picks one):
   histogram_counts      torch ops + one bincount; any device (the fallback)
-  histogram_counts_cpu  fused Numba kernel, one pass (vdnacli/kernels_cpu.py; extra `fast`)
+  histogram_counts_cpu  fused Numba kernel, one pass (vdnacli/kernels_cpu.py; extra `fast`);
+                        upstream_counts_cpu: the same kernel under vdna 0.1.1's rule
   histogram_counts_triton  fused Triton kernels on CUDA (vdnacli/kernels_triton.py)
 Each takes (acts, lo, scale, bins, workspace=None, out=None); with `out` the counts are
 added to a running int64 tensor in place. Design and measurements: docs/performance.md.
@@ -135,6 +136,18 @@ def histogram_counts_cpu(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tens
     """`histogram_counts` on a CPU with the fused Numba kernel (vdnacli.kernels_cpu): one pass
     over the activations, same counts. bfloat16 is read as it is, float16 and float64 are
     rounded to float32 first (as the reference does). NaN activations raise."""
+    return _fused_cpu(acts, lo.to(torch.float32), scale.to(torch.float32), bins, out)
+
+
+def upstream_counts_cpu(acts: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, bins: int,
+                        workspace: Workspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """vdna 0.1.1's binning rule (`vdnacli.binning.upstream_counts`: float64 (a - mean) / std,
+    clamped into [-1, 1], histc's bins) with the same fused Numba kernel and zero-spike
+    handling: same counts, one pass. mean, std: float64 [neurons]."""
+    return _fused_cpu(acts, mean.to(torch.float64), std.to(torch.float64), bins, out)
+
+
+def _fused_cpu(acts, p0, p1, bins, out):
     import numba
 
     from vdnacli.kernels_cpu import count_into
@@ -149,10 +162,8 @@ def histogram_counts_cpu(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tens
         a = acts.contiguous().view(torch.int16).numpy().view(np.uint16)
     else:
         a = acts.to(torch.float32).contiguous().numpy()
-    lo = np.ascontiguousarray(lo.numpy(), dtype=np.float32)
-    scale = np.ascontiguousarray(scale.numpy(), dtype=np.float32)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    if count_into(a, lo, scale, bins, out.numpy()):
+    if count_into(a, np.ascontiguousarray(p0.numpy()), np.ascontiguousarray(p1.numpy()), bins, out.numpy()):
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     return out
 

@@ -15,7 +15,8 @@ increments would hit one counter, each waiting for the previous store. Exact zer
 -0.0) go instead to SPREAD extra slots in turn; at the end their sum is added to the bin
 that 0.0 falls in, computed by the same rule (`_bin_index`) as every other value, so the
 trick holds whatever rule maps a value to a bin (a second rule only needs its own index
-function). Measured alternatives are in docs/performance.md.
+function; vdna 0.1.1's rule is the second one here). Measured alternatives are in
+docs/performance.md.
 
 Compiled on first use (about 3-5 s per input type), then cached on disk: under
 $NUMBA_CACHE_DIR when set, else under $XDG_CACHE_HOME/vdna/numba (~/.cache/vdna/numba);
@@ -67,20 +68,43 @@ def _widen_impl(row, buf):
     return None
 
 
-@njit(inline="always")
-def _bin_index(x, lo, scale, top):
-    """The DNA's bin rule: floor((x - lo) * scale) clamped into [0, B-1], in float32.
-    NaN maps to 0 here; callers count NaNs separately."""
-    t = (x - lo) * scale
-    t = t if t > np.float32(0.0) else np.float32(0.0)
-    t = t if t < top else top
-    return np.int32(t)  # truncation == floor on [0, B-1]
+def _bin_index(x, p0, p1, bins):  # placeholder, implemented per rule by the overload below
+    raise NotImplementedError
+
+
+@overload(_bin_index)
+def _bin_index_impl(x, p0, p1, bins):
+    """The bin of value x for one neuron, by the rule its parameters' type names (chosen
+    when the kernel is compiled):
+      float32 (lo, scale): the DNA's rule, floor((x - lo) * scale) clamped into [0, B-1]
+          in float32 (vdnacli.kernels.reference_counts);
+      float64 (mean, std): vdna 0.1.1's, t = (float64(x) - mean) / std clamped into
+          [-1, 1], bin int((t + 1) * B / 2) with t = 1 in the last bin (vdnacli.binning).
+    NaN maps to some bin here; the kernel counts NaNs separately."""
+    if p0 == numba.float32:
+        def affine(x, p0, p1, bins):  # p0 = lo, p1 = scale
+            top = np.float32(bins - 1)
+            t = (x - p0) * p1
+            t = t if t > np.float32(0.0) else np.float32(0.0)
+            t = t if t < top else top
+            return np.int32(t)  # truncation == floor on [0, B-1]
+        return affine
+    if p0 == numba.float64:
+        def vdna011(x, p0, p1, bins):  # p0 = mean, p1 = std
+            t = (np.float64(x) - p0) / p1
+            t = t if t > -1.0 else -1.0
+            t = t if t < 1.0 else 1.0
+            k = np.int32((t + 1.0) * np.float64(bins) / 2.0)  # t + 1 >= 0: truncation == floor
+            return k if k < bins - 1 else np.int32(bins - 1)
+        return vdna011
+    return None
 
 
 @njit(parallel=True, nogil=True)
-def _count_affine(acts, lo, scale, bins, out, group):
+def _count(acts, p0, p1, bins, out, group):
     """acts [batch, neurons, positions] (float32 or uint16-viewed bfloat16, rows contiguous);
-    out [neurons, bins] int64, added to. Returns the number of NaN activations (not counted).
+    p0, p1 [neurons]: the rule's parameters (see `_bin_index`); out [neurons, bins] int64,
+    added to. Returns the number of NaN activations (not counted).
 
     Threads take groups of `group` neurons (a group of short rows reads one contiguous
     stretch per image); each neuron has a private int32 histogram with SPREAD extra slots
@@ -88,7 +112,6 @@ def _count_affine(acts, lo, scale, bins, out, group):
     forms no chain of increments to one counter; their sum is added at the end to the bin
     that 0.0 falls in, computed by the same rule (`_bin_index`)."""
     b, n, s = acts.shape
-    top = np.float32(bins - 1)
     zero = np.float32(0.0)
     groups = (n + group - 1) // group
     nan = 0
@@ -103,12 +126,12 @@ def _count_affine(acts, lo, scale, bins, out, group):
         for i in range(b):
             for c in range(c0, c1):
                 row = _widen(acts[i, c], buf)
-                lc = lo[c]
-                sc = scale[c]
+                q0 = p0[c]
+                q1 = p1[c]
                 for j in range(s):  # vectorised: binning only
                     x = row[j]
                     bad += x != x
-                    k = _bin_index(x, lc, sc, top)
+                    k = _bin_index(x, q0, q1, bins)
                     idx[j] = (bins + (j & (SPREAD - 1))) if x == zero else k  # -0.0 == 0.0 too
                 hc = h[c - c0]
                 j = 0
@@ -126,7 +149,7 @@ def _count_affine(acts, lo, scale, bins, out, group):
             zeros = 0
             for k in range(bins, bins + SPREAD):
                 zeros += hc[k]
-            hc[_bin_index(zero, lo[c], scale[c], top)] += zeros
+            hc[_bin_index(zero, p0[c], p1[c], bins)] += zeros
             for k in range(bins):
                 out[c, k] += hc[k]
         nan += bad
@@ -142,7 +165,7 @@ def _enable_cache() -> None:
         path = _cache_dir()
         if path is not None:
             _numba_config.CACHE_DIR = str(path)
-            _count_affine.enable_caching()
+            _count.enable_caching()
         _CACHED = True
 
 
@@ -152,9 +175,12 @@ def neuron_group(positions: int) -> int:
     return int(max(1, min(8, 1024 // max(1, positions))))
 
 
-def count_into(acts: np.ndarray, lo: np.ndarray, scale: np.ndarray, bins: int, out: np.ndarray) -> int:
+def count_into(acts: np.ndarray, p0: np.ndarray, p1: np.ndarray, bins: int, out: np.ndarray) -> int:
     """Adds the counts of acts [batch, neurons, positions] (float32, or bfloat16 as uint16)
     to out [neurons, bins] (int64, C-contiguous); returns how many NaN activations were seen
-    (not counted). lo, scale: float32 [neurons]."""
+    (not counted). (p0, p1) [neurons]: float32 (lo, scale) for the DNA's rule, float64
+    (mean, std) for vdna 0.1.1's."""
+    if p0.dtype != p1.dtype or p0.dtype not in (np.float32, np.float64):
+        raise TypeError("rule parameters must be both float32 (lo, scale) or both float64 (mean, std)")
     _enable_cache()
-    return int(_count_affine(acts, lo, scale, bins, out, neuron_group(acts.shape[2])))
+    return int(_count(acts, p0, p1, bins, out, neuron_group(acts.shape[2])))
