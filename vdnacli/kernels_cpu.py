@@ -18,7 +18,7 @@ trick holds whatever rule maps a value to a bin (a second rule only needs its ow
 function; vdna 0.1.1's rule is the second one here). Measured alternatives are in
 docs/performance.md.
 
-Compiled on first use (about 3-5 s per input type), then cached on disk: under
+Compiled on first use (about 3-5 s per input type and rule), then cached on disk: under
 $NUMBA_CACHE_DIR when set, else under $XDG_CACHE_HOME/vdna/numba (~/.cache/vdna/numba);
 with no writable cache directory it compiles in every process.
 """
@@ -171,7 +171,8 @@ def _enable_cache() -> None:
 
 def neuron_group(positions: int) -> int:
     """Neurons per thread task: short rows (ResNet's 7x7 maps, ViT's 197 tokens) are grouped
-    so that a task reads ~1,000 contiguous values per image (measured best: 4-16 neurons of 49 or 196 values); long rows go one by one."""
+    so that a task reads ~1,000 contiguous values per image (measured best: 4-16 neurons of
+    49 or 196 values); long rows go one by one."""
     return int(max(1, min(8, 1024 // max(1, positions))))
 
 
