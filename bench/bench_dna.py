@@ -332,8 +332,8 @@ def main(argv=None):
             for batch in args.batch:
                 r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds, args.also)
                 up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
-                also = "".join((f" {r['also'][c][0]:.3f}; {r['also'][c][1]:.3f} |" if cpu else f" {r['also'][c][0]:.3f} |")
-                               if c in r["also"] else " — |" for c in args.also)
+                also = "".join(" — |" if c not in r["also"] else f" {r['also'][c][0]:.3f}; {r['also'][c][1]:.3f} |"
+                               if cpu else f" {r['also'][c][0]:.3f} |" for c in args.also)
                 cpu_col = f" {r['cpu_ratio']:.3f} |" if cpu else ""
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
                       f"{r['ratio']:.3f} | {up} | {r['counter']} |{cpu_col}{also}", flush=True)

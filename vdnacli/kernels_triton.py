@@ -71,7 +71,8 @@ def _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins):
     tl.atomic_add(nan_ptr, nn, mask=nn > 0, sem="relaxed")
 
 
-_RUNTIME = ["B", "S", "stride_b", "stride_c", "bins", "log_bs", "tiles_s", "tiles", "programs"]  # no recompilation per layer shape
+# runtime arguments, not specialised on: no recompilation per layer shape
+_RUNTIME = ["B", "S", "stride_b", "stride_c", "bins", "log_bs", "tiles_s", "tiles", "programs"]
 
 
 @triton.jit(do_not_specialize=_RUNTIME)
