@@ -301,6 +301,27 @@ def test_fused_kernel_under_vdna_0_1_1_rule_equals_the_torch_emulation(dtype):
         upstream_counts_cpu(bad, m, sd, bins)
 
 
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba not installed (extra: fast)")
+def test_fused_kernel_leaves_torch_thread_count_alone():
+    """Numba's OpenMP pool, started by the first call, can share torch's libgomp and reset its
+    thread count; the forward passes after it must run as configured (fresh process: the
+    pool starts once per process)."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np, torch\n"
+            "from vdnacli.kernels import bin_params, histogram_counts_cpu\n"
+            "lo, sc = bin_params(np.zeros(3), np.ones(3), 10)\n"
+            "histogram_counts_cpu(torch.rand(2, 3, 50), torch.from_numpy(lo), torch.from_numpy(sc), 10)\n"
+            "print(torch.get_num_threads())\n")
+    import os
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1"
+
+
 def test_cpu_counter_is_the_fused_kernel_when_numba_is_installed():
     fn, name = counter_for(torch.device("cpu"))
     assert (fn, name) == ((histogram_counts_cpu, "numba") if HAVE_NUMBA else (histogram_counts, "bincount"))

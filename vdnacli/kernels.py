@@ -162,8 +162,16 @@ def _fused_cpu(acts, p0, p1, bins, out):
         a = acts.contiguous().view(torch.int16).numpy().view(np.uint16)
     else:
         a = acts.to(torch.float32).contiguous().numpy()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    if count_into(a, np.ascontiguousarray(p0.numpy()), np.ascontiguousarray(p1.numpy()), bins, out.numpy()):
+    threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        nan = count_into(a, np.ascontiguousarray(p0.numpy()), np.ascontiguousarray(p1.numpy()), bins, out.numpy())
+    finally:
+        # Numba's OpenMP layer can share torch's libgomp (same soname) and reset its thread count
+        # when it starts: restore it, or the next forward pass runs (and rounds) differently.
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    if nan:
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     return out
 
