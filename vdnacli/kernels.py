@@ -184,6 +184,21 @@ def _numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+def upstream_counter_for(device: torch.device):
+    """(counting function, its name) under vdna 0.1.1's rule (vdnacli.binning): the fused
+    Numba kernel on a CPU when Numba is installed, else the vectorised torch path (any device).
+    Same signature as the float32 counters, with (mean, std) float64 in place of (lo, scale)."""
+    if device.type == "cpu" and _numba_available():
+        return upstream_counts_cpu, "numba"
+    from vdnacli.binning import upstream_counts
+
+    def count(acts, mean, std, bins, workspace=None, out=None):
+        counts = upstream_counts(acts, mean, std, bins)
+        return counts if out is None else out.add_(counts)
+
+    return count, "torch-float64"
+
+
 def counter_for(device: torch.device):
     """(counting function, its name): the fused Triton kernel on CUDA when Triton is
     installed; on a CPU the fused Numba kernel when Numba is installed (extra `fast`);

@@ -225,11 +225,14 @@ class HistAccumulator:
     def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int, rule: str = "float32"):
         import torch
 
-        from vdnacli.kernels import Workspace, bin_params, counter_for
+        from vdnacli.kernels import Workspace, bin_params, counter_for, upstream_counter_for
 
         self.bins, self.rule = bins, rule
         self.workspace = Workspace()
-        self.count, _ = counter_for(extractor.device)
+        if rule == "vdna-0.1.1":
+            self.count, self.counter = upstream_counter_for(extractor.device)
+        else:
+            self.count, self.counter = counter_for(extractor.device)
         self.params = {}
         self.counts = {}
         dev = extractor.device
@@ -242,19 +245,14 @@ class HistAccumulator:
                 self.params[layer] = (torch.from_numpy(lo32).to(dev), torch.from_numpy(scale32).to(dev))
             self.counts[layer] = torch.zeros((n, bins), dtype=torch.int64, device=dev)
 
-    def layer_counts(self, layer: str, acts):
-        """Counts [neurons, bins] of one batch of one layer."""
-        if self.rule == "vdna-0.1.1":
-            from vdnacli.binning import upstream_counts
-
-            mean, std = self.params[layer]
-            return upstream_counts(acts, mean, std, self.bins)
-        lo, scale = self.params[layer]
-        return self.count(acts, lo, scale, self.bins, self.workspace)
+    def layer_counts(self, layer: str, acts, out=None):
+        """Counts [neurons, bins] of one batch of one layer (added to `out` in place if given)."""
+        p0, p1 = self.params[layer]  # (lo, scale) or, for vdna-0.1.1, (mean, std)
+        return self.count(acts, p0, p1, self.bins, self.workspace, out=out)
 
     def update(self, feats: dict) -> None:
         for layer, acts in feats.items():
-            self.counts[layer] += self.layer_counts(layer, acts)
+            self.layer_counts(layer, acts, out=self.counts[layer])
 
     def result(self) -> dict[str, np.ndarray]:
         self.workspace.check_nan()
