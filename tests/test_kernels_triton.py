@@ -98,6 +98,23 @@ SCRIPT = textwrap.dedent('''
             pass
         else:
             raise AssertionError("NaN without a workspace did not raise")
+    # vdna 0.1.1's rule (float64 (a - mean) / std, histc's bins) gives binning.upstream_counts' counts
+    from vdnacli.binning import upstream_counts, upstream_norm
+    from vdnacli.kernels_triton import upstream_counts_triton
+    for C, S, bins in [(4, 300, 1000), (3, 77, 37)]:
+        mins = rng.normal(-1, 0.5, C); maxs = mins + rng.gamma(2.0, 1.0, C)
+        mins[0] = maxs[0] = 0.0  # a dead neuron: std = 1e-8
+        mean, std = upstream_norm(mins, maxs)
+        x = rng.uniform(mins * 1.5 - 1, maxs * 1.5 + 1, (S, C)).T[None].astype(np.float32)
+        x[x < 0] = 0.0
+        edges = np.linspace(-1, 1, bins + 1)
+        on = (mean[:, None] + edges[None, :S] * std[:, None]).astype(np.float32)
+        x[0, :, : on.shape[1]] = np.where(np.arange(on.shape[1]) % 2 == 0, on, np.nextafter(on, np.inf))
+        x = np.concatenate([x, x[:, :, ::-1]])
+        want = upstream_counts(torch.from_numpy(x), torch.from_numpy(mean), torch.from_numpy(std), bins).numpy()
+        for method in METHODS:
+            got = upstream_counts_triton(T(x), T(mean), T(std), bins, block=128, method=method)
+            assert (got.cpu().numpy() == want).all(), ("vdna-0.1.1", method, C, S, bins)
     print("ok", checked)
 ''')
 

@@ -56,7 +56,7 @@ def upstream_counts(acts, mean, std, bins: int):
     offsets = (torch.arange(n, device=acts.device, dtype=torch.int64) * bins).view(1, n, 1)
     step = max(1, _CHUNK // max(1, n * s))
     for start in range(0, b, step):
-        a = acts[start:start + step].to(torch.float64)
+        a = acts[start:start + step].to(torch.float64, memory_format=torch.contiguous_format)
         t = a.sub_(mean.view(1, n, 1)).div_(std.view(1, n, 1))
         if torch.isnan(t).any():
             raise VdnaError("the extractor produced NaN activations; check the input images and precision")

@@ -85,7 +85,7 @@ def _bincount(k: torch.Tensor, size: int) -> torch.Tensor:
     global _POOL
     b = k.shape[0]
     if k.device.type != "cpu" or b < 2 or torch.get_num_threads() < 2 or k.numel() < 4 * size:
-        return torch.bincount(k.view(-1), minlength=size)
+        return torch.bincount(k.reshape(-1), minlength=size)
     if _POOL is None:
         _POOL = ThreadPoolExecutor(1, thread_name_prefix="vdna-bincount")
     first = _POOL.submit(torch.bincount, k[: b // 2].reshape(-1), minlength=size)
@@ -188,6 +188,13 @@ def upstream_counter_for(device: torch.device):
     """(counting function, its name) under vdna 0.1.1's rule (vdnacli.binning): the fused
     Numba kernel on a CPU when Numba is installed, else the vectorised torch path (any device).
     Same signature as the float32 counters, with (mean, std) float64 in place of (lo, scale)."""
+    if device.type == "cuda":
+        try:
+            from vdnacli.kernels_triton import upstream_counts_triton
+        except ImportError:
+            pass
+        else:
+            return upstream_counts_triton, "triton"
     if device.type == "cpu" and _numba_available():
         return upstream_counts_cpu, "numba"
     from vdnacli.binning import upstream_counts

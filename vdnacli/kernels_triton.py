@@ -37,15 +37,24 @@ BLOCK = 4096  # values per tile
 
 
 @triton.jit
-def _bin_of(x, lo, sc, bins):
-    """The bin rule: floor((x - lo) * scale) clamped into [0, B-1], in float32."""
-    t = (x - lo) * sc
-    k = tl.minimum(tl.maximum(tl.floor(t), 0.0), bins - 1.0)
-    return k.to(tl.int32)
+def _bin_of(x, lo, sc, bins, RULE: tl.constexpr):
+    """The bin rule. RULE 0 ("float32"): floor((x - lo) * scale) clamped into [0, B-1], in
+    float32. RULE 1 ("vdna-0.1.1", lo = mean and sc = std in float64): t = (x - mean) / std
+    in float64 clamped into [-1, 1], bin ((t + 1) * B) / 2 truncated, 1 in the last bin
+    (torch.histc's arithmetic, vdnacli.binning)."""
+    if RULE == 0:
+        t = (x - lo) * sc
+        k = tl.minimum(tl.maximum(tl.floor(t), 0.0), bins - 1.0).to(tl.int32)
+    else:
+        t = (x.to(tl.float64) - lo) / sc
+        t = tl.minimum(tl.maximum(t, -1.0), 1.0)
+        k = tl.minimum(((t + 1.0) * bins / 2.0).to(tl.int32), bins - 1)
+    return k
 
 
 @triton.jit
-def _tile(x_ptr, c, tile, B, S, stride_b, stride_c, stride_s, lo, sc, bins, log_bs, tiles_s, BLOCK: tl.constexpr):
+def _tile(x_ptr, c, tile, B, S, stride_b, stride_c, stride_s, lo, sc, bins, log_bs, tiles_s, BLOCK: tl.constexpr,
+          RULE: tl.constexpr):
     """One tile of neuron c, BLOCK >> log_bs images x 2**log_bs positions: (bin, mask of the
     values counted one by one, zero mask, NaN mask). Shifts, no division per value."""
     bs = 1 << log_bs
@@ -57,14 +66,15 @@ def _tile(x_ptr, c, tile, B, S, stride_b, stride_c, stride_s, lo, sc, bins, log_
     x = tl.load(ptr, mask=valid, other=1.0).to(tl.float32)
     nan = valid & (x != x)
     zero = valid & (x == 0.0)  # -0.0 too; it lands where 0.0 does
-    k = _bin_of(tl.where(nan, 0.0, x), lo, sc, bins)
+    k = _bin_of(tl.where(nan, 0.0, x), lo, sc, bins, RULE)
     return k, valid & (x == x) & (x != 0.0), zero, nan
 
 
 @triton.jit
-def _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins):
+def _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins, RULE: tl.constexpr):
     """Adds the zero tally to the bin of 0.0 (same rule) and the NaN tally to the counter."""
-    k0 = _bin_of(0.0, lo, sc, bins)
+    k0 = _bin_of(tl.full([1], 0.0, tl.float32), lo, sc, bins, RULE)
+    k0 = tl.sum(k0, axis=0)
     nz = tl.sum(zeros.to(tl.int32), axis=0)
     tl.atomic_add(out_ptr + c.to(tl.int64) * bins + k0, nz.to(out_ptr.dtype.element_ty), mask=nz > 0, sem="relaxed")
     nn = tl.sum(nans.to(tl.int32), axis=0)
@@ -77,7 +87,7 @@ _RUNTIME = ["B", "S", "stride_b", "stride_c", "bins", "log_bs", "tiles_s", "tile
 
 @triton.jit(do_not_specialize=_RUNTIME)
 def _hist_kernel(x_ptr, lo_ptr, scale_ptr, out_ptr, nan_ptr, B, S, stride_b, stride_c, stride_s, bins, log_bs, tiles_s,
-                 tiles, programs, NB: tl.constexpr, BLOCK: tl.constexpr):
+                 tiles, programs, NB: tl.constexpr, BLOCK: tl.constexpr, RULE: tl.constexpr):
     c = tl.program_id(0)
     p = tl.program_id(1)
     lo = tl.load(lo_ptr + c)
@@ -88,7 +98,7 @@ def _hist_kernel(x_ptr, lo_ptr, scale_ptr, out_ptr, nan_ptr, B, S, stride_b, str
     tile = p
     while tile < tiles:  # a while loop: Triton's interpreter rejects range() over runtime bounds
         k, counted, zero, nan = _tile(x_ptr, c, tile, B, S, stride_b, stride_c, stride_s, lo, sc, bins, log_bs, tiles_s,
-                                      BLOCK)
+                                      BLOCK, RULE)
         acc += tl.histogram(k, NB, mask=counted)
         zeros += zero.to(tl.int32)
         nans += nan.to(tl.int32)
@@ -96,12 +106,12 @@ def _hist_kernel(x_ptr, lo_ptr, scale_ptr, out_ptr, nan_ptr, B, S, stride_b, str
     cols = tl.arange(0, NB)
     tl.atomic_add(out_ptr + c.to(tl.int64) * bins + cols, acc.to(out_ptr.dtype.element_ty),
                   mask=(cols < bins) & (acc != 0), sem="relaxed")
-    _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins)
+    _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins, RULE)
 
 
 @triton.jit(do_not_specialize=_RUNTIME)
 def _atomic_kernel(x_ptr, lo_ptr, scale_ptr, out_ptr, nan_ptr, B, S, stride_b, stride_c, stride_s, bins, log_bs,
-                   tiles_s, tiles, programs, BLOCK: tl.constexpr):
+                   tiles_s, tiles, programs, BLOCK: tl.constexpr, RULE: tl.constexpr):
     c = tl.program_id(0)
     p = tl.program_id(1)
     lo = tl.load(lo_ptr + c)
@@ -113,12 +123,12 @@ def _atomic_kernel(x_ptr, lo_ptr, scale_ptr, out_ptr, nan_ptr, B, S, stride_b, s
     tile = p
     while tile < tiles:  # a while loop: Triton's interpreter rejects range() over runtime bounds
         k, counted, zero, nan = _tile(x_ptr, c, tile, B, S, stride_b, stride_c, stride_s, lo, sc, bins, log_bs, tiles_s,
-                                      BLOCK)
+                                      BLOCK, RULE)
         tl.atomic_add(row + k, one, mask=counted, sem="relaxed")
         zeros += zero.to(tl.int32)
         nans += nan.to(tl.int32)
         tile += programs
-    _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins)
+    _finish(out_ptr, nan_ptr, c, zeros, nans, lo, sc, bins, RULE)
 
 
 def tile_shape(b: int, s: int, block: int = BLOCK) -> tuple[int, int]:
@@ -152,7 +162,7 @@ def _programs_per_neuron(n: int, tiles: int, device) -> int:
     return max(1, min(tiles, triton.cdiv(PROGRAMS_PER_SM * _SMS[key], n)))
 
 
-def _launch(method: str, acts, lo, scale, bins: int, out, nan, block: int) -> None:
+def _launch(method: str, acts, lo, scale, bins: int, out, nan, block: int, rule: int = 0) -> None:
     b, n, s = acts.shape
     bb, bs = tile_shape(b, s, block)
     tiles = triton.cdiv(b, bb) * triton.cdiv(s, bs)
@@ -161,9 +171,9 @@ def _launch(method: str, acts, lo, scale, bins: int, out, nan, block: int) -> No
     args = (acts, lo, scale, out, nan, b, s, acts.stride(0), acts.stride(1), acts.stride(2), bins, bs.bit_length() - 1,
             triton.cdiv(s, bs), tiles, programs)
     if method == "histogram":
-        _hist_kernel[grid](*args, NB=max(32, triton.next_power_of_2(bins)), BLOCK=block)
+        _hist_kernel[grid](*args, NB=max(32, triton.next_power_of_2(bins)), BLOCK=block, RULE=rule)
     elif method == "atomic":
-        _atomic_kernel[grid](*args, BLOCK=block)
+        _atomic_kernel[grid](*args, BLOCK=block, RULE=rule)
     else:
         raise ValueError(f"unknown counting method {method!r}; expected one of {METHODS}")
 
@@ -171,7 +181,7 @@ def _launch(method: str, acts, lo, scale, bins: int, out, nan, block: int) -> No
 _CHOSEN: dict = {}
 
 
-def _calibrate(acts, lo, scale, bins: int, block: int) -> str:
+def _calibrate(acts, lo, scale, bins: int, block: int, rule: int = 0) -> str:
     """The faster method for this layer shape, timed once on this batch (into scratch
     buffers; the counts are the same either way)."""
     import torch
@@ -180,11 +190,11 @@ def _calibrate(acts, lo, scale, bins: int, block: int) -> str:
     nan = torch.zeros(1, dtype=torch.int32, device=acts.device)
     best = None
     for method in METHODS:
-        _launch(method, acts, lo, scale, bins, scratch, nan, block)  # compile, warm up
+        _launch(method, acts, lo, scale, bins, scratch, nan, block, rule)  # compile, warm up
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(3):
-            _launch(method, acts, lo, scale, bins, scratch, nan, block)
+            _launch(method, acts, lo, scale, bins, scratch, nan, block, rule)
         end.record()
         end.synchronize()
         ms = start.elapsed_time(end)
@@ -199,7 +209,7 @@ def chosen_methods() -> dict:
 
 
 def histogram_counts_triton(acts, lo, scale, bins: int, workspace=None, out=None, method: str | None = None,
-                            block: int = BLOCK):
+                            block: int = BLOCK, rule: int = 0):
     """Counts [neurons, bins] (int64) of activations [batch, neurons, positions] on CUDA.
 
     With `out` (int64 or int32 [neurons, bins], contiguous, on the device) the counts are
@@ -225,11 +235,19 @@ def histogram_counts_triton(acts, lo, scale, bins: int, workspace=None, out=None
         if os.environ.get("TRITON_INTERPRET") == "1":
             method = "histogram"
         else:
-            key = (tuple(acts.shape), str(acts.dtype), bins, str(acts.device))
+            key = (tuple(acts.shape), str(acts.dtype), bins, str(acts.device), rule)
             if key not in _CHOSEN:
-                _CHOSEN[key] = _calibrate(acts, lo, scale, bins, block)
+                _CHOSEN[key] = _calibrate(acts, lo, scale, bins, block, rule)
             method = _CHOSEN[key]
-    _launch(method, acts, lo, scale, bins, out, nan, block)
+    _launch(method, acts, lo, scale, bins, out, nan, block, rule)
     if workspace is None and nan.item():
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     return out
+
+
+def upstream_counts_triton(acts, mean, std, bins: int, workspace=None, out=None, method: str | None = None,
+                           block: int = BLOCK):
+    """`histogram_counts_triton` under vdna 0.1.1's rule (float64 (a - mean) / std, histc's
+    bins; vdnacli.binning): mean, std float64 [neurons] on the device. Same counts as
+    binning.upstream_counts."""
+    return histogram_counts_triton(acts, mean, std, bins, workspace, out, method, block, rule=1)
