@@ -52,15 +52,20 @@ def _upstream_counts(acts, lo, scale, bins):
     return out
 
 
-def _ranges_params(ext, bins):
+def _ranges_params(ext, bins, binning: str = "float32"):
+    """Per layer (lo, scale) float32 for the "float32" rule, (mean, std) float64 for
+    "vdna-0.1.1"; from packaged ranges, else a fixed [-10, 10] interval (timing only)."""
+    from vdnacli.binning import upstream_norm
+
     r = packaged_ranges(ext.spec)
     params = {}
     for layer, n in ext.spec.layers:
-        if r is not None:
-            lo, scale = bin_params(*r.interval(layer), bins)
-        else:  # extractors without packaged ranges: a fixed [-10, 10] interval (timing only)
-            lo, scale = bin_params(np.full(n, -10.0), np.full(n, 10.0), bins)
-        params[layer] = (torch.from_numpy(lo).to(ext.device), torch.from_numpy(scale).to(ext.device))
+        lo, hi = r.interval(layer) if r is not None else (np.full(n, -10.0), np.full(n, 10.0))
+        if binning == "vdna-0.1.1":
+            p0, p1 = upstream_norm(lo, hi, 1.0)
+        else:
+            p0, p1 = bin_params(lo, hi, bins)
+        params[layer] = (torch.from_numpy(p0).to(ext.device), torch.from_numpy(p1).to(ext.device))
     return params
 
 
@@ -71,13 +76,17 @@ def _random_extractor(name: str, device: str) -> Extractor:
     return Extractor(spec=spec, module=module, weights_sha256="random", device=resolve_device(device), offline=True)
 
 
-def measure(ext, batch, precision, bins, iters, upstream, rounds=3, also=()):
+def measure(ext, batch, precision, bins, iters, upstream, rounds=3, also=(), binning="float32"):
+    from vdnacli.kernels import upstream_counter_for
+
     dev = ext.device
     size = ext.spec.input_size
     x = torch.randn(batch, 3, size, size, device=dev)
     dtype = DTYPES[precision]
-    params = _ranges_params(ext, bins)
-    count, how = counter_for(dev)
+    params = _ranges_params(ext, bins, binning)
+    count, how = upstream_counter_for(dev) if binning == "vdna-0.1.1" else counter_for(dev)
+    if binning == "vdna-0.1.1":
+        also, upstream = (), False  # the other counters and upstream's loop take (lo, scale)
     workspace = Workspace()
     counts = {layer: torch.zeros((n, bins), dtype=torch.int64, device=dev) for layer, n in ext.spec.layers}
 
@@ -298,6 +307,8 @@ def main(argv=None):
     ap.add_argument("--precision", nargs="+", default=["fp32"], choices=list(DTYPES))
     ap.add_argument("--batch", nargs="+", type=int, default=[32])
     ap.add_argument("--bins", type=int, default=1000)
+    ap.add_argument("--binning", nargs="+", default=["float32"], choices=["float32", "vdna-0.1.1"],
+                    help="binning rules timed (vdna-0.1.1: float64 normalisation + histc's bins)")
     ap.add_argument("--iters", type=int, default=3, help="timed batches per forward/DNA measurement (0: skip them)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved forward/DNA rounds; the best of each is kept")
     ap.add_argument("--upstream", action="store_true", help="also time upstream's per-neuron histc loop")
@@ -328,15 +339,16 @@ def main(argv=None):
         print("|---|---|---|---|---|---|---|---|---|" + ("---|" if cpu else "") + "---|" * len(args.also))
     for name in args.extractors if args.iters else []:
         ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)
-        for precision in args.precision:
+        for precision, binning in [(p, b) for b in args.binning for p in args.precision]:
             for batch in args.batch:
-                r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds, args.also)
+                r = measure(ext, batch, precision, args.bins, args.iters, args.upstream, args.rounds, args.also, binning)
                 up = f"{r['upstream']:.1f}" if r["upstream"] else "—"
                 also = "".join(" — |" if c not in r["also"] else f" {r['also'][c][0]:.3f}; {r['also'][c][1]:.3f} |"
                                if cpu else f" {r['also'][c][0]:.3f} |" for c in args.also)
                 cpu_col = f" {r['cpu_ratio']:.3f} |" if cpu else ""
                 print(f"| {name} | {args.device} | {precision} | {batch} | {r['forward']:.1f} | {r['dna']:.1f} | "
-                      f"{r['ratio']:.3f} | {up} | {r['counter']} |{cpu_col}{also}", flush=True)
+                      f"{r['ratio']:.3f} | {up} | {r['counter']}{'' if binning == 'float32' else ' (' + binning + ')'} |"
+                      f"{cpu_col}{also}", flush=True)
     if args.breakdown:
         for name in args.extractors:
             ext = _random_extractor(name, args.device) if args.random_weights else load_extractor(name, args.device)

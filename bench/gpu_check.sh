@@ -25,13 +25,16 @@ python -c "import torch, triton; print('torch', torch.__version__, 'triton', tri
 
 timeout 150 python -m pytest -q -p no:cacheprovider tests/test_kernels_triton.py tests/test_kernels.py 2>&1 | tail -5 | tee "$OUT/kernels.txt"
 
-timeout 100 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/pipeline.txt"
+timeout 90 python bench/gpu_pipeline_check.py cuda 2>&1 | tail -8 | tee "$OUT/pipeline.txt"
 
-timeout 150 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
-    --precision fp32 bf16 --batch 128 --iters 8 --rounds 2 --upstream --e2e-images 0 2>&1 | tee "$OUT/throughput.md"
+timeout 170 python bench/bench_dna.py --device cuda --random-weights --extractors mugs-vit-b16 rand-resnet50 \
+    --precision fp32 bf16 --binning float32 vdna-0.1.1 --batch 128 --iters 8 --rounds 2 --upstream --e2e-images 0 \
+    2>&1 | tee "$OUT/throughput.md"
 
-timeout 100 python bench/bench_dna.py --device cuda --random-weights --extractors rand-resnet50 mugs-vit-b16 \
+timeout 90 python bench/bench_dna.py --device cuda --random-weights --extractors rand-resnet50 mugs-vit-b16 \
     --precision bf16 --batch 128 --iters 0 --e2e-images 0 --breakdown 2>&1 | tee "$OUT/breakdown.md"
 
-timeout 150 python bench/bench_dna.py --device cuda --extractors rand-resnet50-seeded --precision bf16 --batch 128 \
-    --iters 0 --e2e-images 1536 --e2e-size 1600x1200 --workers "$(nproc)" --decoders pil torch 2>&1 | tee "$OUT/e2e.md"
+timeout 170 python bench/profile_decode.py --images 1024 --workers "$(nproc)" 2>&1 | tee "$OUT/e2e.md"
+
+VDNA_ORACLE_DEVICE=cuda timeout 80 python -m pytest -q -p no:cacheprovider -m "not slow" tests/test_upstream_networks.py \
+    2>&1 | tail -4 | tee "$OUT/oracle_cuda.txt"

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.bench_dna import write_jpegs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_dna import write_jpegs  # noqa: E402
 from vdnacli import decode_torch
 from vdnacli.extractors import get_spec, load_extractor
 from vdnacli.pipeline import Run, _collate, _ImageDataset, compute_dna
