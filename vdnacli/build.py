@@ -5,6 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from registry import EntryExistsError, validate_name
 from vdnacli import distributed
 from vdnacli.catalog import Catalog
@@ -14,7 +16,7 @@ from vdnacli.extractors import load_extractor
 from vdnacli.pipeline import ComputeReport, Progress, Run, check_weights, compute_dna
 from vdnacli.ranges import ActivationRanges
 from vdnacli.settings import ComputeSettings
-from vdnacli.sources import list_images
+from vdnacli.sources import Source, SourceOptions, open_source
 from vdnacli.thumbnails import DEFAULT_COUNT, check_count, collect as collect_thumbnails
 
 
@@ -23,7 +25,7 @@ class AddRequest:
     """One `vdna add`: what to compute (`settings`), from where, and how to run it."""
 
     name: str
-    source: Path
+    source: str | Path  # anything vdnacli.sources.open_source takes: folder, shards, table, URL, hf://, '-'
     settings: ComputeSettings | None = None  # None: the extractor's defaults (see resolve_settings)
     limit: int | None = None
     seed: int = 0
@@ -36,6 +38,7 @@ class AddRequest:
     offline: bool = False  # download nothing (weights, Hub ranges)
     like_ranges: ActivationRanges | None = None  # the ranges kept in the --like entry, if any
     thumbnails: int = DEFAULT_COUNT  # images kept as 96-px thumbnails, chosen by content hash; 0 = none
+    source_options: SourceOptions = SourceOptions()  # --column, --split, --every/--fps, --url-*
 
 
 def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str | None = None,
@@ -80,31 +83,30 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         settings, given_ranges = _append_settings(req.name, existing, req.settings)
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
-    refs = list_images(req.source, req.limit, req.seed)  # validate the source before loading a network
+    options = dataclasses.replace(req.source_options, offline=True) if req.offline else req.source_options
+    source = whole = open_source(req.source, options).select(req.limit, req.seed)  # checked before loading a network
     rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below
     device = distributed.device_for(rank, req.device)
     ext = load_extractor(settings.extractor, device, settings.weights, offline=req.offline)
     check_weights(settings, ext)
     if rank.active:
         distributed.init(ext.device.type)
-        refs = distributed.shard(refs, rank)
+        source = distributed.shard(source, rank)
     skip = None
     if existing is not None and existing.image_hashes is not None:
         skip = {bytes(h) for h in existing.image_hashes}
     run = Run(batch_size=req.batch_size, workers=req.workers, strict=req.strict, skip=skip, progress=progress,
               allow_empty=rank.active)
-    dna, report = compute_dna(refs, ext, settings, run, ranges=given_ranges, name=req.name)
+    dna, report = compute_dna(source, ext, settings, run, ranges=given_ranges, name=req.name)
     if rank.active:
         dna = distributed.reduce_dna(dna, ext.device)
         report.images = distributed.reduce_int(report.images, ext.device)
         report.duplicates = distributed.reduce_int(report.duplicates, ext.device)
         if report.images == 0:
             raise SourceError("no valid image in the source (all ranks)")
-    if rank.is_writer:  # thumbnails of counted images (under torchrun the writer's refs are one shard: re-list)
-        dna.thumbnails = collect_thumbnails(list_images(req.source, req.limit, req.seed) if rank.active else refs,
-                                            dna.image_hashes, req.thumbnails)
-    dna.meta["origin"] = {"kind": "images", "source_name": Path(req.source).name, "limit": req.limit,
-                          "seed": req.seed if req.limit else None}
+    if rank.is_writer:  # thumbnails of counted images (under torchrun, from the whole source, not one shard)
+        dna.thumbnails = _thumbnails(whole, dna.image_hashes, req.thumbnails)
+    dna.meta["origin"] = {**source.origin, "limit": req.limit, "seed": req.seed if req.limit else None}
     if settings.like:
         dna.meta["origin"]["like"] = settings.like
     if existing is not None:
@@ -113,6 +115,41 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     if rank.is_writer:
         catalog.put(req.name, dna, replace=req.replace or req.append, expect=stamp)
     return dna, report
+
+
+@dataclass(frozen=True)
+class _Held:
+    """An image's bytes already read (a stream cannot be read again at one position)."""
+
+    data: bytes
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+
+def _thumbnails(source: Source, image_hashes, n: int):
+    """Thumbnails of the counted images with the smallest content hashes. A streamed source
+    (tar shards, parquet bytes, videos) is read once more up to the last of those images
+    (no decoding; hashing only); its images whose digest is not the sha256 of their bytes
+    (video frames) get none."""
+    if n == 0 or image_hashes is None or len(image_hashes) == 0:
+        return None
+    if not source.streamed:
+        return collect_thumbnails(source.refs, image_hashes, n)
+    import hashlib
+
+    keys = np.ascontiguousarray(image_hashes, dtype=np.uint8).view("S16").ravel()
+    wanted = {bytes(k) for k in np.sort(keys)[: 2 * n]}  # the candidates collect() will look for
+    found: dict[bytes, _Held] = {}
+    for item in source.iter_items():
+        if item.data is None or item.digest is not None:
+            continue
+        digest = hashlib.sha256(item.data).digest()[:16]
+        if digest in wanted and digest not in found:
+            found[digest] = _Held(item.data)
+            if len(found) == len(wanted):
+                break
+    return collect_thumbnails(list(found.values()), image_hashes, n, digests=list(found))
 
 
 def _append_settings(name: str, existing: DNA, asked: ComputeSettings | None):

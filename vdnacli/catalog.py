@@ -70,6 +70,21 @@ class Catalog:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
         self.registry.put(name, dna.meta, arrays, replace=replace, expect=expect)
 
+    def add(self, name: str, images, replace: bool = False, **compute_kwargs) -> DNA:
+        """Compute the DNA of `images` (anything vdnacli.compute takes) and store it as `name`.
+
+        Refuses an existing name unless `replace`; keyword arguments go to vdnacli.compute."""
+        from vdnacli.api import compute
+
+        validate_name(name)
+        if not replace and name in self.registry:
+            from registry import EntryExistsError
+
+            raise EntryExistsError(name)
+        dna = compute(images, name=name, **compute_kwargs)
+        self.put(name, dna, replace=replace)
+        return dna
+
     def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None) -> DNA:
         """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries)."""
         meta = self.registry.meta(name)

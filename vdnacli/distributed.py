@@ -1,8 +1,8 @@
 """Scale-out on torch.distributed: `torchrun --nproc-per-node N -m vdnacli add ...`.
 
-Each rank counts its shard of the image list (refs[rank::world]); counts, Gaussian sums,
-image counts and content hashes are summed/gathered across ranks, and rank 0 alone
-writes the DNA. Backend: NCCL when the ranks use CUDA, gloo on CPUs. Nothing is pickled:
+Each rank counts its shard of the images (refs[rank::world], or its part of a streamed
+source's shards); counts, Gaussian sums, image counts and content hashes are
+summed/gathered across ranks, and rank 0 alone writes the DNA. Backend: NCCL when the ranks use CUDA, gloo on CPUs. Nothing is pickled:
 hashes travel as uint8 tensors.
 """
 from __future__ import annotations
@@ -55,8 +55,15 @@ def device_for(rank: Rank, device: str) -> str:
     return device
 
 
-def shard(refs: list, rank: Rank) -> list:
-    return refs[rank.rank :: rank.world] if rank.active else refs
+def shard(refs, rank: Rank):
+    """This rank's share of a source: every world-th ref of a list (or of a random-access
+    Source); for a streamed Source (tar shards, parquet row groups, videos), a part of its
+    units, which the decode workers of the rank split again (vdnacli.sources.base.Source)."""
+    if not rank.active:
+        return refs
+    if hasattr(refs, "shard"):
+        return refs.shard(rank.rank, rank.world)
+    return refs[rank.rank :: rank.world]
 
 
 def _all_reduce(arr: np.ndarray, device) -> np.ndarray:

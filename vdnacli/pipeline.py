@@ -16,9 +16,9 @@ from vdnacli.extractors.loaded import Extractor, default_ranges
 from vdnacli.preprocess import ImageRecipe
 from vdnacli.ranges import ActivationRanges
 from vdnacli.settings import ComputeSettings
-from vdnacli.sources import ImageRef
+from vdnacli.sources import Item, Ref, Source, close_handles
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, "int | None"], None]  # (done, total); total None: not known (a stream)
 
 
 @dataclass
@@ -61,33 +61,98 @@ def _prepare(data: bytes, digest: bytes, recipe: ImageRecipe):
         return None, f"cannot preprocess: {type(e).__name__}: {str(e)[:200]}"
 
 
+def _prepare_item(item: Item, recipe: ImageRecipe, decoder: str):
+    """(name, array or encoded JPEG, 16-byte digest, error) of one item a source yielded."""
+    if item.error is not None:
+        return item.name, None, None, item.error
+    data = item.data
+    digest = item.digest if item.digest is not None else hashlib.sha256(data).digest()[:16]
+    if decoder == "torch":
+        header = decode_torch.probe_jpeg(data)
+        if header is not None:
+            return item.name, decode_torch.EncodedJpeg(data, header.orientation), digest, None
+    arr, error = _prepare(data, digest, recipe)
+    return item.name, arr, digest, error
+
+
+def _read(ref: Ref) -> Item:
+    try:
+        return ref.read()
+    except (OSError, KeyError) as e:
+        return Item(ref.name, error=f"unreadable: {getattr(e, 'strerror', None) or e}")
+
+
 class _ImageDataset:
-    """Decode + preprocess one image; failures are returned, not raised (workers).
+    """Read + decode + preprocess one image of a random-access source; failures are
+    returned, not raised (workers). A batch of remote refs (URLs, Hub files) is fetched by
+    up to `fetch_threads` threads per process.
 
     decoder "torch": JPEGs that decode_torch takes are only read, hashed and probed here
     (header: size, EXIF orientation) and travel as bytes, to be decoded in batches on the
     extractor's device; every other file is prepared with PIL here, as with "pil".
     """
 
-    def __init__(self, refs: Sequence[ImageRef], recipe: ImageRecipe, decoder: str = "pil"):
+    def __init__(self, refs: Sequence[Ref], recipe: ImageRecipe, decoder: str = "pil", fetch_threads: int = 1):
         self.refs, self.recipe, self.decoder = refs, recipe, decoder
+        self.fetch_threads = fetch_threads
 
     def __len__(self) -> int:
         return len(self.refs)
 
     def __getitem__(self, i: int):
-        ref = self.refs[i]
-        try:
-            data = ref.read_bytes()
-        except (OSError, KeyError) as e:
-            return i, None, None, f"unreadable: {getattr(e, 'strerror', None) or e}"
-        digest = hashlib.sha256(data).digest()[:16]
-        if self.decoder == "torch":
-            header = decode_torch.probe_jpeg(data)
-            if header is not None:
-                return i, decode_torch.EncodedJpeg(data, header.orientation), digest, None
-        arr, error = _prepare(data, digest, self.recipe)
-        return i, arr, digest, error
+        return _prepare_item(_read(self.refs[i]), self.recipe, self.decoder)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        refs = [self.refs[i] for i in indices]
+        threads = min(self.fetch_threads, len(refs))
+        if threads > 1 and any(r.remote for r in refs):
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(threads) as pool:
+                items = list(pool.map(_read, refs))
+        else:
+            items = [_read(r) for r in refs]
+        return [_prepare_item(it, self.recipe, self.decoder) for it in items]
+
+
+def _stream_dataset(source: Source, recipe: ImageRecipe, decoder: str):
+    """A torch IterableDataset over a streamed source: each decode worker takes its share of
+    the units (within this torchrun rank's part) and prepares their items."""
+    return _stream_class()(source, recipe, decoder)
+
+
+def _stream_class():
+    """The IterableDataset class, made on first use (torch is imported lazily) and kept as a
+    module attribute, so worker processes started with 'spawn' can unpickle it."""
+    cls = globals().get("_StreamDataset")
+    if cls is not None:
+        return cls
+    from torch.utils.data import IterableDataset, get_worker_info
+
+    class _StreamDataset(IterableDataset):
+        def __init__(self, source: Source, recipe: ImageRecipe, decoder: str):
+            self.source, self.recipe, self.decoder = source, recipe, decoder
+
+        def __iter__(self):
+            info = get_worker_info()
+            worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+            for item in self.source.iter_items(worker, workers):
+                yield _prepare_item(item, self.recipe, self.decoder)
+
+    _StreamDataset.__qualname__ = "_StreamDataset"
+    globals()["_StreamDataset"] = _StreamDataset
+    return _StreamDataset
+
+
+def __getattr__(name: str):
+    if name == "_StreamDataset":  # unpickling in a spawned worker
+        return _stream_class()
+    raise AttributeError(name)
+
+
+def as_source(images) -> Source:
+    """A Source, or a plain sequence of refs as one."""
+    return images if isinstance(images, Source) else Source.of_refs(images)
 
 
 def _decode_on_device(items: list, skip: set[bytes] | None, device, recipe: ImageRecipe) -> list:
@@ -154,15 +219,27 @@ def _collate(items):
     return items
 
 
+class _closing_handles:
+    """Close the archives the main process opened (workers=0) when a run ends."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        close_handles()
+        return False
+
+
 def iter_batches(
-    refs: Sequence[ImageRef],
+    refs: "Source | Sequence[Ref]",
     extractor: Extractor,
     settings: ComputeSettings,
     run: Run | None = None,
     report: ComputeReport | None = None,
-) -> Iterator[tuple[dict, list[bytes], list[int]]]:
-    """Yield ({layer: activations [B, C, S]}, content digests, indices into refs) batch by
-    batch, each image prepared as `settings` say (decode, crop, resize, decoder, precision)."""
+) -> Iterator[tuple[dict, list[bytes], list[str]]]:
+    """Yield ({layer: activations [B, C, S]}, content digests, image names) batch by batch,
+    each image prepared as `settings` say (decode, crop, resize, decoder, precision).
+    `refs`: a Source (vdnacli.sources.open_source), or a sequence of refs."""
     import torch
 
     from vdnacli.preprocess import normalise
@@ -174,36 +251,43 @@ def iter_batches(
     on_device = decode_torch.check_decoder(settings.decoder, settings.interpolation) == "torch"
     if on_device:
         decode_torch.check_available(extractor.device)
-    ds = _ImageDataset(list(refs), recipe, settings.decoder)
+    source = as_source(refs)
+    workers = 0 if source.in_process else run.workers  # a one-shot Python iterable stays in this process
+    if source.streamed:
+        ds = _stream_dataset(source, recipe, settings.decoder)
+    else:
+        ds = _ImageDataset(source.refs, recipe, settings.decoder,
+                           fetch_threads=max(1, source.concurrency // max(workers, 1)))
+    total = source.total
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=run.batch_size,
-        num_workers=run.workers,
+        num_workers=workers,
         collate_fn=_collate,
         pin_memory=False,  # CUDA batches are staged through _Stager's pinned buffers; nvjpeg reads host bytes itself
-        prefetch_factor=4 if run.workers else None,
+        prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
     report = report if report is not None else ComputeReport()
     stager = _Stager(extractor.device)
     skip = run.skip
     done = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), _closing_handles():
         for items in loader:
             if on_device:
                 items = _decode_on_device(items, skip, extractor.device, recipe)
-            arrays, digests, indices = [], [], []
-            for i, arr, digest, error in items:
+            arrays, digests, names = [], [], []
+            for name, arr, digest, error in items:
                 if error is not None:
                     if run.strict:
-                        raise ImageDecodeError(f"{refs[i].name}: {error}")
-                    report.failed.append((refs[i].name, error))
+                        raise ImageDecodeError(f"{name}: {error}")
+                    report.failed.append((name, error))
                 elif skip is not None and digest in skip:
                     report.duplicates += 1
                 else:
                     arrays.append(arr)
                     digests.append(digest)
-                    indices.append(i)
+                    names.append(name)
             done += len(items)
             if arrays:
                 if on_device:
@@ -214,9 +298,9 @@ def iter_batches(
                 with torch.autocast(extractor.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     feats = extractor(x)
                 report.images += len(arrays)
-                yield feats, digests, indices
+                yield feats, digests, names
             if run.progress:
-                run.progress(done, len(refs))
+                run.progress(done, total)
 
 
 class HistAccumulator:
@@ -354,7 +438,7 @@ def check_weights(settings: ComputeSettings, extractor: Extractor) -> None:
 
 
 def compute_dna(
-    refs: Sequence[ImageRef],
+    refs: "Source | Sequence[Ref]",
     extractor: Extractor,
     settings: ComputeSettings | None = None,
     run: Run | None = None,
@@ -372,7 +456,8 @@ def compute_dna(
     if settings.extractor != spec.name:
         raise ConfigError(f"settings are for '{settings.extractor}', the extractor is '{spec.name}'")
     run = run or Run()
-    if not refs and not run.allow_empty:
+    source = as_source(refs)
+    if not len(source) and not run.allow_empty:
         raise SourceError("no images to process")
     kinds = settings.kinds
     if "hist" in kinds:
@@ -385,7 +470,7 @@ def compute_dna(
     layer_gauss = _LayerGaussAccumulator(extractor) if "layer-gauss" in kinds else None
     hashes: list[bytes] = []
     start = time.perf_counter()
-    for feats, digests, _ in iter_batches(refs, extractor, settings, run, report):
+    for feats, digests, _ in iter_batches(source, extractor, settings, run, report):
         if hist:
             hist.update(feats)
         if gauss:
@@ -395,7 +480,7 @@ def compute_dna(
         hashes.extend(digests)
     report.seconds = time.perf_counter() - start
     if report.images == 0 and not run.allow_empty:
-        raise SourceError(_nothing_usable(report, len(refs)))
+        raise SourceError(_nothing_usable(report, len(report.failed) + report.duplicates))
     meta = new_meta(
         extractor=spec.name,
         weights_sha256=extractor.weights_sha256,
@@ -440,7 +525,7 @@ def _nothing_usable(report: ComputeReport, total: int) -> str:
 
 
 def calibrate(
-    sources: Sequence[tuple[str, Sequence[ImageRef]]],
+    sources: Sequence[tuple[str, "Source | Sequence[Ref]"]],
     extractor: Extractor,
     settings: ComputeSettings | None = None,
     margin: float = 0.2,

@@ -34,11 +34,11 @@ def score_images(refs: Sequence[ImageRef], reference: DNA, device: str = "auto",
     total = sum(h.shape[0] for h in ref_h.values())
     report = ComputeReport()
     scores: list[tuple[str, float]] = []
-    for feats, _, indices in iter_batches(refs, ext, settings, run or Run(batch_size=16), report):
-        per_image = np.zeros(len(indices))
+    for feats, _, names in iter_batches(refs, ext, settings, run or Run(batch_size=16), report):
+        per_image = np.zeros(len(names))
         for layer, idx in sel.items():
             acts = feats[layer]
-            for i in range(len(indices)):
+            for i in range(len(names)):
                 h = counts.layer_counts(layer, acts[i: i + 1]).cpu().numpy()
                 d = emd_rows(h if idx is None else h[idx], ref_h[layer])
                 if weights_per_neuron is not None:
@@ -47,7 +47,7 @@ def score_images(refs: Sequence[ImageRef], reference: DNA, device: str = "auto",
                     per_image[i] += float(d.sum())
         if weights_per_neuron is None:
             per_image /= total
-        scores.extend((refs[j].name, float(v)) for j, v in zip(indices, per_image))
+        scores.extend((n, float(v)) for n, v in zip(names, per_image))
     counts.workspace.check_nan()
     scores.sort(key=lambda r: (r[1], r[0]))
     return scores, report

@@ -9,8 +9,9 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, settings, split_csv
-from vdnacli.cli.options import (BinningOpt, CropOpt, DecodeOpt, JsonOpt, OfflineOpt, QuietOpt, RecipeOpt, RegistryOpt,
-                                 ResizeOpt, WeightsOpt)
+from vdnacli.cli.options import (BinningOpt, ColumnOpt, CropOpt, DecodeOpt, EveryOpt, FpsOpt, JsonOpt, OfflineOpt,
+                                 QuietOpt, RecipeOpt, RegistryOpt, ResizeOpt, SplitOpt, UrlConcurrencyOpt, UrlRetriesOpt,
+                                 UrlTimeoutOpt, WeightsOpt)
 from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
 
@@ -37,7 +38,10 @@ def progress_bar(enabled: bool, label: str):
 
 def add_cmd(
     name: Annotated[str, typer.Argument(help="Entry name in the registry.")],
-    source: Annotated[Path, typer.Argument(help="Folder (recursive), image, .txt list of paths, or .zip.")],
+    source: Annotated[str, typer.Argument(help="Folder, image, .txt list, .zip, tar shards (patterns: shard-{000..099}.tar, "
+                                                "*.tar), table (.parquet/.csv/.jsonl), video, URL, "
+                                                "hf://datasets/ORG/NAME\\[@REV]\\[/PATH], or - (paths/URLs on stdin); "
+                                                "see docs/sources.md.")],
     extractor: Annotated[Optional[str], typer.Option("--extractor", "-e", help="Feature extractor (see 'vdna extractors').")] = None,
     like: Annotated[Optional[str], typer.Option("--like", help="Compute with exactly the settings of this entry (ours, "
                                                 "imported or pulled): extractor, weights, ranges, bins, kinds, "
@@ -67,6 +71,13 @@ def add_cmd(
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
     thumbnails: Annotated[int, typer.Option("--thumbnails", help="Keep N 96-px thumbnails, chosen by content hash "
                                             "(0 = none; private: 'push' leaves them out).")] = 16,
+    column: ColumnOpt = None,
+    split: SplitOpt = None,
+    every: EveryOpt = None,
+    fps: FpsOpt = None,
+    url_timeout: UrlTimeoutOpt = 30.0,
+    url_retries: UrlRetriesOpt = 2,
+    url_concurrency: UrlConcurrencyOpt = 16,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -77,10 +88,16 @@ def add_cmd(
 
     Comparable with a published DNA: vdna pull bramtoula/ffhq-mugs, then vdna add mine ./imgs --like ffhq
 
+    Also: vdna add laion 'shards/shard-{000..099}.tar' · vdna add pets hf://datasets/ORG/NAME --split test
+
     On several GPUs or processes: torchrun --nproc-per-node 4 -m vdnacli add NAME SOURCE
     """
     from vdnacli.build import AddRequest, add, resolve_settings
     from vdnacli.settings import RECIPES
+    from vdnacli.sources import SourceOptions
+
+    source_options = SourceOptions(column=column, split=split, every=every, fps=fps, url_timeout=url_timeout,
+                                   url_retries=url_retries, url_concurrency=url_concurrency)
 
     s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins,
                  offline=offline or None)
@@ -107,7 +124,8 @@ def add_cmd(
         out.note(note)
     req = AddRequest(name=name, source=source, settings=compute, limit=limit, seed=seed, device=s.device,
                      batch_size=s.batch_size, workers=s.workers, replace=replace, append=append, strict=strict,
-                     offline=s.offline, like_ranges=like_ranges, thumbnails=thumbnails)
+                     offline=s.offline, like_ranges=like_ranges, thumbnails=thumbnails,
+                     source_options=source_options)
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports

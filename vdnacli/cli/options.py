@@ -64,3 +64,16 @@ DecodeOpt = Annotated[
     typer.Option("--decode", help="pil (decode + resize in worker processes; default) or torch (JPEGs decoded and "
                  "resized in batches on the device: nvjpeg on a GPU; recorded).", show_default=False),
 ]
+# -- where the images come from (vdnacli.sources.SourceOptions) --------------------------------
+ColumnOpt = Annotated[Optional[str], typer.Option(
+    "--column", help="Table / Hub dataset column of images, bytes, paths or URLs (default: the first image column).",
+    show_default=False)]
+SplitOpt = Annotated[Optional[str], typer.Option(
+    "--split", help="Hub dataset split (default: train, when the dataset has one).", show_default=False)]
+EveryOpt = Annotated[Optional[int], typer.Option(
+    "--every", help="Video: every N-th frame (default: every frame).", show_default=False)]
+FpsOpt = Annotated[Optional[float], typer.Option(
+    "--fps", help="Video: F frames per second of video.", show_default=False)]
+UrlTimeoutOpt = Annotated[float, typer.Option("--url-timeout", help="URLs: seconds without progress before a try fails.")]
+UrlRetriesOpt = Annotated[int, typer.Option("--url-retries", help="URLs: retries after a failed try (timeouts, 5xx).")]
+UrlConcurrencyOpt = Annotated[int, typer.Option("--url-concurrency", help="URLs: downloads at once, all workers together.")]
