@@ -269,7 +269,13 @@ def test_missing_extras_name_the_extra(data, tmp_path, monkeypatch):
         open_source(tmp_path / "x.mp4")
 
 
-def test_source_options_are_checked():
+def test_source_options_are_checked(data):
+    with pytest.raises(ConfigError, match=r"--column applies to tables and Hub datasets, not to folder \(folder\)"):
+        open_source(data / "folder", SourceOptions(column="image"))
+    with pytest.raises(ConfigError, match="--every and --fps apply to videos, not to one.tar"):
+        open_source(data / "one.tar", SourceOptions(every=2))
+    with pytest.raises(ConfigError, match="--split applies to Hub datasets"):
+        open_source(data / "structs.parquet", SourceOptions(split="test"))
     with pytest.raises(ConfigError, match="--every and --fps"):
         SourceOptions(every=2, fps=1.0)
     with pytest.raises(ConfigError, match="--every must be"):
@@ -581,3 +587,38 @@ def test_python_api_reports_skips_and_refuses_what_is_not_images(arrays, lite0, 
 
     with pytest.raises(EntryExistsError):
         cat.add("mem", arrays, extractor=lite0)
+
+
+def test_brace_expansion():
+    from vdnacli.sources.patterns import expand_braces, fixed_root
+
+    assert expand_braces("s-{000..002}.tar") == ["s-000.tar", "s-001.tar", "s-002.tar"]
+    assert expand_braces("{train,val}/{8..10}.tar") == ["train/8.tar", "train/9.tar", "train/10.tar",
+                                                        "val/8.tar", "val/9.tar", "val/10.tar"]
+    assert expand_braces("{0..6..3}") == ["0", "3", "6"] and expand_braces("x{}y") == ["x{}y"]
+    assert fixed_root("/data/laion/shard-{000..009}.tar") == "/data/laion"
+    with pytest.raises(SourceError, match="expands to"):
+        expand_braces("{0..99999999}")
+
+
+@pytest.mark.slow
+def test_torchrun_splits_shards_across_ranks(data, tmp_path):
+    """Two gloo ranks over three tar shards give the single process's DNA (same batch shapes and
+    thread count in both runs, as in test_distributed)."""
+    env = dict(os.environ, VDNA_REGISTRY=str(tmp_path / "reg"), NO_COLOR="1", OMP_NUM_THREADS="1",
+               VDNA_WORKERS="0", HF_HUB_OFFLINE="1")
+    shards = str(data / "shards/shard-{000..002}.tar")
+    args = ["add", "{}", shards, "--kind", "hist,gauss", "--batch-size", "2"]
+    single = subprocess.run([sys.executable, "-m", "vdnacli", *[a.format("single") for a in args]], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "vdnacli",
+                           *[a.format("dist") for a in args]], env=env, capture_output=True, text=True, timeout=600)
+    assert dist.returncode == 0, dist.stderr[-2000:]
+    cat = Catalog(tmp_path / "reg")
+    a, b = cat.get("single"), cat.get("dist")
+    assert a.num_images == b.num_images == 6
+    assert_same(a, b)
+    for layer in a.layers:
+        np.testing.assert_allclose(a.gauss[layer].sum, b.gauss[layer].sum, rtol=1e-9)
+    assert b.meta["origin"]["shards"] == ["shard-000.tar", "shard-001.tar", "shard-002.tar"]

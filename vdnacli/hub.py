@@ -43,7 +43,8 @@ REQUEST_TIMEOUT = 30  # seconds for metadata calls; downloads use huggingface_hu
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 # keys that name files or folders on the publisher's machine: published only with --include-filenames
-_FILENAME_KEYS = {"source_name", "source", "filename", "filenames", "file_name", "path", "paths"}
+_FILENAME_KEYS = {"source_name", "source", "filename", "filenames", "file_name", "path", "paths",
+                  "table", "tables", "pattern", "shards", "files"}  # the last five: origins of vdnacli.sources
 _NEVER_PUBLISHED = {"endpoint"}  # e.g. the URL of a private Hub mirror a DNA was pulled from
 
 

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vdnacli.errors import SourceError
+from vdnacli.errors import ConfigError, SourceError
 from vdnacli.sources.base import (HANDLES, IMAGE_EXTENSIONS, MAX_FILE_BYTES, FailedRef, FailedUnit, Item, Ref,
                                   Source, SourceOptions, Unit, is_image, is_table, is_tar, is_url, is_video,
                                   printable, public_url)
@@ -43,7 +43,20 @@ def open_source(source, options: SourceOptions | None = None) -> Source:
         return source
     from dataclasses import replace
 
-    return replace(_open(source, options), concurrency=options.url_concurrency)
+    src = _open(source, options)
+    _check_options(src, options)
+    return replace(src, concurrency=options.url_concurrency)
+
+
+def _check_options(src: Source, options: SourceOptions) -> None:
+    """An option the source has no use for is an error, not silently ignored."""
+    what = f"{src.label or 'the source'} ({src.kind})"
+    if options.column is not None and src.kind not in ("table", "hf"):
+        raise ConfigError(f"--column applies to tables and Hub datasets, not to {what}")
+    if options.split is not None and src.kind != "hf":
+        raise ConfigError(f"--split applies to Hub datasets (hf://datasets/...), not to {what}")
+    if (options.every is not None or options.fps is not None) and src.kind != "video":
+        raise ConfigError(f"--every and --fps apply to videos, not to {what}")
 
 
 def _open(source, options: SourceOptions) -> Source:

@@ -125,8 +125,7 @@ class TarShard(Unit):
                     yield Item(name, error=f"member too large ({m.size >> 20} MiB)")
                     continue
                 try:
-                    f = tf.extractfile(m)
-                    data = f.read() if f is not None else b""
+                    data = _member_bytes(tf, m, seekable=raw is None)
                 except _TAR_ERRORS as e:
                     yield Item(name, error=f"unreadable: tar shard ends inside this member ({_reason(e)})")
                     return
@@ -137,6 +136,18 @@ class TarShard(Unit):
             tf.close()
             if raw is not None:
                 raw.close()
+
+
+def _member_bytes(tf: tarfile.TarFile, m: tarfile.TarInfo, seekable: bool) -> bytes:
+    """A member's bytes: one positioned read from a local uncompressed shard (tarfile's
+    extractfile builds a buffered reader per member: measurable at thousands of images/s)."""
+    if seekable and not m.issparse():
+        data = os.pread(tf.fileobj.fileno(), m.size, m.offset_data)
+        if len(data) != m.size:
+            raise tarfile.ReadError("unexpected end of data")
+        return data
+    f = tf.extractfile(m)
+    return f.read() if f is not None else b""
 
 
 def _reason(e: BaseException) -> str:

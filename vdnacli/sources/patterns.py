@@ -58,8 +58,9 @@ def _range(m: re.Match) -> list[str]:
     a, b = m.group(1), m.group(2)
     step = int(m.group(3) or 1) or 1
     lo, hi = int(a), int(b)
-    width = max(len(a.lstrip("-")), len(b.lstrip("-"))) if (a.lstrip("-").startswith("0") and len(a.lstrip("-")) > 1)\
-        or (b.lstrip("-").startswith("0") and len(b.lstrip("-")) > 1) else 0
+    digits = [a.lstrip("-"), b.lstrip("-")]
+    padded = any(len(d) > 1 and d.startswith("0") for d in digits)  # {000..099}: keep the zeros, as bash does
+    width = max(len(d) for d in digits) if padded else 0
     count = abs(hi - lo) // step + 1
     if count > MAX_EXPANSION:
         raise SourceError(f"brace range {{{m.group(0)}}} expands to {count:,} names (at most {MAX_EXPANSION:,})")

@@ -26,6 +26,8 @@ from vdnacli.errors import SourceError
 from vdnacli.sources.base import (MAX_FILE_BYTES, FailedRef, Item, Ref, SourceOptions, Unit, Want, display_path,
                                   is_url, printable, public_url)
 
+MAX_CHUNK_BYTES = 4 << 30  # a parquet column chunk (one row group) larger than this is refused unread
+MAX_LINE_BYTES = 1 << 20  # a CSV field or JSONL line longer than this is a bad row
 TEXT_NAMES = ("image", "img", "file_name", "filename", "file", "path", "image_path", "filepath", "url", "image_url")
 _ROWS_PER_BATCH = 64
 
@@ -160,6 +162,12 @@ class ParquetPart(Unit):
             if report:
                 yield Item(self.name, error=f"cannot read table: {_reason(e)}")
             return
+        too_big = _oversized_groups(pf, self.column, groups)
+        if too_big:
+            if report:
+                yield Item(self.name, error=f"row group {too_big[0][0]} holds {too_big[0][1] >> 20} MiB of column "
+                                            f"'{self.column}' (at most {MAX_CHUNK_BYTES >> 20} MiB): not read")
+            return
         pos = 0
         try:
             for batch in batches:
@@ -184,6 +192,20 @@ class ParquetPart(Unit):
         except Exception as e:
             if report:
                 yield Item(self.name, error=f"damaged table after {pos} row(s): {_reason(e)}")
+
+
+def _oversized_groups(pf, column: str, groups: list[int]) -> list[tuple[int, int]]:
+    """(row group, bytes) of the groups whose chunk of `column` (all its leaves) is too large
+    to read, from the file's metadata (before anything is allocated)."""
+    meta = pf.metadata
+    out = []
+    for g in groups:
+        rg = meta.row_group(g)
+        size = sum(rg.column(j).total_uncompressed_size for j in range(rg.num_columns)
+                   if rg.column(j).path_in_schema.split(".")[0] == column)
+        if size > MAX_CHUNK_BYTES:
+            out.append((g, size))
+    return out
 
 
 def _bytes_item(name: str, data) -> Item:
@@ -264,14 +286,18 @@ def _open_text(local: str, table: str):
 
 
 def csv_source(t: TableFile, options: SourceOptions) -> tuple[list, str]:
+    csv.field_size_limit(MAX_LINE_BYTES)
     with _open_text(t.local(), t.name) as f:
         reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise SourceError(f"{t.name} is empty (no header line)")
-        column, _ = pick_column(t.name, [(h, "text", "text") for h in header], options)
-        k = header.index(column)
-        cells = (row[k] if k < len(row) else None for row in reader if row)  # blank lines are no rows
+        try:
+            header = next(reader, None)
+            if not header:
+                raise SourceError(f"{t.name} is empty (no header line)")
+            column, _ = pick_column(t.name, [(h, "text", "text") for h in header], options)
+            k = header.index(column)
+            cells = [row[k] if k < len(row) else None for row in reader if row]  # blank lines are no rows
+        except csv.Error as e:
+            raise SourceError(f"{t.name} is not a readable CSV file (line {reader.line_num}: {e})") from None
         return _text_refs(t, cells, options), column
 
 
@@ -279,11 +305,11 @@ def jsonl_source(t: TableFile, options: SourceOptions) -> tuple[list, str]:
     with _open_text(t.local(), t.name) as f:
         rows: list[Any] = []
         keys: dict[str, str] = {}
-        for n, line in enumerate(f):
-            if not line.strip():
+        for n, line in enumerate(_lines(f)):
+            if line is not None and not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line) if line is not None else _BadLine(n + 1)
             except ValueError:
                 obj = _BadLine(n + 1)
             if isinstance(obj, dict):
@@ -299,6 +325,20 @@ def jsonl_source(t: TableFile, options: SourceOptions) -> tuple[list, str]:
         if isinstance(c, _BadLine):
             refs[i] = FailedRef(f"{t.name}#{i}", f"line {c.line} is not a JSON object")
     return refs, column
+
+
+def _lines(f) -> Iterator[str | None]:
+    """The lines of a text file; None for a line longer than MAX_LINE_BYTES (read past, not kept)."""
+    while True:
+        line = f.readline(MAX_LINE_BYTES)
+        if not line:
+            return
+        if len(line) >= MAX_LINE_BYTES and not line.endswith("\n"):
+            while (rest := f.readline(MAX_LINE_BYTES)) and not rest.endswith("\n"):
+                pass
+            yield None
+        else:
+            yield line
 
 
 @dataclass(frozen=True)
