@@ -39,7 +39,8 @@ WeightsOpt = Annotated[
                                  show_default=False)
 ]
 OfflineOpt = Annotated[
-    bool, typer.Option("--offline", help="Download nothing: use only cached/installed weights (also HF_HUB_OFFLINE=1).")
+    bool, typer.Option("--offline", help="Download nothing: use only cached/installed weights and cached Hub datasets "
+                                         "(also HF_HUB_OFFLINE=1).")
 ]
 CropOpt = Annotated[
     Optional[str], typer.Option("--crop", help="center (square centre crop), none (squash; vdna 0.1.1's default) or "
