@@ -3,7 +3,8 @@
 One run writes N real sample images (photo crops, JPEG) as a folder, as tar shards (2 and 20),
 as one parquet file of image structs (row groups of 100) and as a zip, then:
 
-  1. read + decode + resize only (the DataLoader's dataset, no network): images/s per container,
+  1. read + decode + resize only (the DataLoader's dataset, efficientnet-lite0's default settings,
+     no network): images/s per container,
      in interleaved rounds (median);
   2. the zip's per-image cost, re-opening the archive per image (before) vs one open archive;
   3. `vdna add` (vdnacli.build.add, efficientnet-lite0, CPU) of each, each in its own process,
@@ -113,12 +114,15 @@ def read_only(spec: str, workers: int) -> tuple[float, float]:
     resize to 224 through the pipeline's datasets (no network)."""
     import torch
 
+    from vdnacli.extractors import get_spec
     from vdnacli.pipeline import _ImageDataset, _collate, _stream_dataset
+    from vdnacli.preprocess import ImageRecipe
+    from vdnacli.settings import ComputeSettings
     from vdnacli.sources import open_source
 
+    recipe = ImageRecipe.of(ComputeSettings.for_extractor("efficientnet-lite0"), get_spec("efficientnet-lite0"))
     src = open_source(spec)
-    ds = _stream_dataset(src, 224, "center", "bicubic", "pil") if src.streamed else \
-        _ImageDataset(src.refs, 224, "center", "bicubic")
+    ds = _stream_dataset(src, recipe, "pil") if src.streamed else _ImageDataset(src.refs, recipe)
     loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers, collate_fn=_collate,
                                          prefetch_factor=4 if workers else None)
     t, c, n = time.perf_counter(), _cpu(), 0

@@ -28,7 +28,8 @@ from vdnacli import samples
 from vdnacli.catalog import Catalog
 from vdnacli.distances import compare
 from vdnacli.errors import ConfigError, ImageDecodeError, SourceError
-from vdnacli.pipeline import ComputeReport, compute_dna
+from vdnacli.pipeline import ComputeReport, Run, compute_dna
+from vdnacli.settings import ComputeSettings
 from vdnacli.sources import SourceOptions, open_source
 
 pa = pytest.importorskip("pyarrow")
@@ -83,9 +84,11 @@ def data(tmp_path_factory, arrays) -> Path:
     return root
 
 
-def dna_of(source, lite0, workers: int = 0, **kw):
-    src = source if not isinstance(source, (str, Path)) else open_source(source, kw.pop("options", None))
-    return compute_dna(src, lite0, kinds=("hist",), batch_size=8, workers=workers, **kw)
+def dna_of(source, lite0, workers: int = 0, options: SourceOptions | None = None, **run):
+    """(DNA, report) of a source (a path, a Source, or refs) with lite0's default settings, 8 images a batch."""
+    src = source if not isinstance(source, (str, Path)) else open_source(source, options)
+    settings = ComputeSettings.for_extractor("efficientnet-lite0", kinds=("hist",))
+    return compute_dna(src, lite0, settings, Run(batch_size=8, workers=workers, **run))
 
 
 @pytest.fixture(scope="module")
@@ -261,11 +264,11 @@ def test_tables_with_bad_cells_and_missing_columns(data, tmp_path, lite0):
 
 def test_missing_extras_name_the_extra(data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(SourceError, match=r"pip install 'vdna\[tables\]'"):
+    with pytest.raises(SourceError, match=r"pip install 'vdnacli\[tables\]'"):
         open_source(data / "raw.parquet")
     monkeypatch.setitem(sys.modules, "av", None)
     (tmp_path / "x.mp4").write_bytes(b"")
-    with pytest.raises(SourceError, match=r"pip install 'vdna\[video\]'"):
+    with pytest.raises(SourceError, match=r"pip install 'vdnacli\[video\]'"):
         open_source(tmp_path / "x.mp4")
 
 

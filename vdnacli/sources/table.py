@@ -36,7 +36,7 @@ def need_pyarrow():
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise SourceError("parquet tables need pyarrow: pip install 'vdna[tables]'") from None
+        raise SourceError("parquet tables need pyarrow: pip install 'vdnacli[tables]'") from None
     return pq
 
 

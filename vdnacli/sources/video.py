@@ -23,7 +23,7 @@ def need_av():
     try:
         import av
     except ImportError:
-        raise SourceError("video sources need PyAV: pip install 'vdna[video]'") from None
+        raise SourceError("video sources need PyAV: pip install 'vdnacli[video]'") from None
     return av
 
 
