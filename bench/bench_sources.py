@@ -14,7 +14,7 @@ as one parquet file of image structs (row groups of 100) and as a zip, then:
      decode worker; the DNAs must be identical (distance 0).
 
 Usage: python bench/bench_sources.py [--images 2000] [--read-rounds 3] [--rounds 1] [--workers 2]
-                                    [--device cpu] [--out results.md]
+                                    [--device cpu] [--out results.md]      (--rounds 0: steps 1-2 only)
 """
 from __future__ import annotations
 
@@ -202,6 +202,8 @@ def main() -> None:
         say(f"zip, {len(files)} members: {before:.3f} ms/image re-opening the archive per image (before), "
             f"{after:.3f} ms/image with one open archive (now)")
         say("")
+        if args.rounds < 1:
+            return _write(args, lines)
         env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
         runs: dict[str, list[dict]] = {k: [] for k in specs}
         order = list(specs)
@@ -238,6 +240,10 @@ def main() -> None:
         w20 = max(x["worker_rss_mib"] for x in runs["tar x20"])
         say("")
         say(f"peak memory, 20 shards vs 2 shards: main {m20 / m2:.3f}x, largest worker {w20 / w2:.3f}x")
+    _write(args, lines)
+
+
+def _write(args, lines: list[str]) -> None:
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
 
