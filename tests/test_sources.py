@@ -611,12 +611,12 @@ def test_torchrun_splits_shards_across_ranks(data, tmp_path):
     env = dict(os.environ, VDNA_REGISTRY=str(tmp_path / "reg"), NO_COLOR="1", OMP_NUM_THREADS="1",
                VDNA_WORKERS="0", HF_HUB_OFFLINE="1")
     shards = str(data / "shards/shard-{000..002}.tar")
-    args = ["add", "{}", shards, "--kind", "hist,gauss", "--batch-size", "2"]
-    single = subprocess.run([sys.executable, "-m", "vdnacli", *[a.format("single") for a in args]], env=env,
+    opts = ["--kind", "hist,gauss", "--batch-size", "2"]
+    single = subprocess.run([sys.executable, "-m", "vdnacli", "add", "single", shards, *opts], env=env,
                             capture_output=True, text=True, timeout=600)
     assert single.returncode == 0, single.stderr
     dist = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "vdnacli",
-                           *[a.format("dist") for a in args]], env=env, capture_output=True, text=True, timeout=600)
+                           "add", "dist", shards, *opts], env=env, capture_output=True, text=True, timeout=600)
     assert dist.returncode == 0, dist.stderr[-2000:]
     cat = Catalog(tmp_path / "reg")
     a, b = cat.get("single"), cat.get("dist")
