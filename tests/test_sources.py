@@ -186,6 +186,21 @@ def test_add_records_the_origin_in_the_dna(data, tmp_path):
     assert str(data) not in json.dumps(origin)
 
 
+def test_thumbnails_of_a_stream_are_the_folders(data, tmp_path):
+    """Thumbnails are chosen by content hash: tar shards and parquet keep the folder's."""
+    from vdnacli.build import AddRequest, add
+
+    cat = Catalog(tmp_path / "reg")
+    for name, spec in (("f", data / "folder"), ("t", str(data / "shards/shard-{000..002}.tar")),
+                       ("p", data / "structs.parquet")):
+        add(cat, AddRequest(name=name, source=spec, workers=0, thumbnails=3))
+    want = cat.thumbnails("f")
+    assert len(want) == 3
+    for name in ("t", "p"):
+        got = cat.thumbnails(name)
+        assert np.array_equal(got.hashes, want.hashes) and got.images == want.images
+
+
 # -- bad input: skipped and reported, or one error ----------------------------------------------------------
 def _tar_bytes(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()

@@ -138,8 +138,9 @@ def _thumbnails(source: Source, image_hashes, n: int):
         return collect_thumbnails(source.refs, image_hashes, n)
     import hashlib
 
-    keys = np.ascontiguousarray(image_hashes, dtype=np.uint8).view("S16").ravel()
-    wanted = {bytes(k) for k in np.sort(keys)[: 2 * n]}  # the candidates collect() will look for
+    rows = np.ascontiguousarray(image_hashes, dtype=np.uint8).reshape(-1, 16)
+    order = np.argsort(rows.view("S16").ravel(), kind="stable")  # (S16 values drop trailing zero bytes: rows)
+    wanted = {rows[i].tobytes() for i in order[: 2 * n]}  # the candidates collect() will look for
     found: dict[bytes, _Held] = {}
     for item in source.iter_items():
         if item.data is None or item.digest is not None:
