@@ -31,3 +31,12 @@ class InvalidNameError(RegistryError):
 
 class CorruptEntryError(RegistryError):
     pass
+
+
+class RegistryNotFoundError(RegistryError):
+    def __init__(self, root: str):
+        super().__init__(
+            f"no registry at {root}: check --registry / VDNA_REGISTRY / vdna.yaml (a registry is created by the "
+            "first command that stores something: add, import, pull, demo)"
+        )
+        self.root = root
