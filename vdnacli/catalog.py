@@ -12,7 +12,7 @@ from vdnacli import dna as dna_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
 from vdnacli.errors import FormatError, IncompatibleDNAError
-from vdnacli.integrity import meta_problem
+from vdnacli.integrity import meta_problem, refuse_insane
 from vdnacli.sketch import sketch_dna_hist
 
 
@@ -65,6 +65,7 @@ class Catalog:
         write if another process changed the entry meanwhile (read-modify-write, --append)."""
         validate_name(name)
         dna.meta["name"] = name
+        refuse_insane(dna.meta, {f"hist/{l}": h for l, h in (dna.hist or {}).items()}, f"DNA '{name}'")
         arrays = dna_mod.to_arrays(dna)
         if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
