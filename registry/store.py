@@ -57,7 +57,7 @@ _TAGGED = re.compile(r".*\.w(\d{1,6})\.[0-9a-f]{8}(?:\.h5)?\.part")  # temp file
 _OWN_FILES = {"entries", "tmp", "index", "masks", "locks", ".lock", ".writers", _MARKER}
 
 
-def _why(e: OSError) -> str:
+def os_error_text(e: OSError) -> str:
     """The cause of a failed write in a few words (full disk, quota, read-only, permissions...)."""
     known = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
              errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
@@ -132,7 +132,7 @@ class Registry:
                 d.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             verb = "use" if self.exists else "create"
-            raise RegistryError(f"cannot {verb} registry at {self.root}: {_why(e)}") from None
+            raise RegistryError(f"cannot {verb} registry at {self.root}: {os_error_text(e)}") from None
 
     def _create_marker(self, slot: WriterSlot) -> None:
         """Write the marker (concurrent creators write the same content: last one wins)."""
@@ -146,7 +146,7 @@ class Registry:
             fsync_dir(self.root)
         except OSError as e:
             tmp.unlink(missing_ok=True)
-            raise RegistryError(f"cannot create registry at {self.root}: {_why(e)}") from None
+            raise RegistryError(f"cannot create registry at {self.root}: {os_error_text(e)}") from None
 
     # -- reading ---------------------------------------------------------------
     def names(self) -> list[str]:
@@ -246,7 +246,7 @@ class Registry:
                         self._roll_forward(journal)
             except OSError as e:
                 what = f"entry '{names[0]}'" if len(names) == 1 else f"{len(names)} entries"
-                raise RegistryError(f"cannot write {what} in {self.root}: {_why(e)}; nothing was stored") from None
+                raise RegistryError(f"cannot write {what} in {self.root}: {os_error_text(e)}; nothing was stored") from None
             finally:
                 if not journal.exists():  # a journal's files belong to the roll-forward now
                     for tmp in tmps:
@@ -301,7 +301,7 @@ class Registry:
             except FileNotFoundError:
                 raise EntryNotFoundError(name, str(self.root)) from None
             except OSError as e:
-                raise RegistryError(f"cannot remove entry '{name}' from {self.root}: {_why(e)}") from None
+                raise RegistryError(f"cannot remove entry '{name}' from {self.root}: {os_error_text(e)}") from None
 
     # -- maintenance -----------------------------------------------------------
     def verify(self, name: str, check: Callable[[dict, dict], list[str]] | None = None,
@@ -381,5 +381,5 @@ class Registry:
             except FileNotFoundError:
                 pass
             except OSError as e:
-                raise RegistryError(f"cannot delete {p}: {_why(e)}") from None
+                raise RegistryError(f"cannot delete {p}: {os_error_text(e)}") from None
         return done

@@ -280,6 +280,25 @@ class _Handler(BaseHTTPRequestHandler):
                     "private": repo.private, "gated": "auto" if repo.gated else False, "disabled": False,
                     "lastModified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"), "tags": [], "siblings": siblings})
 
+    def tree(self, m, query, body):
+        """GET /api/{type}s/{repo}/tree/{revision}[/{path}]: every file below `path` (one page)."""
+        repo = self._repo(TYPES[m.group(1)], m.group(2))
+        sha = self._commit_of(repo, m.group(3))
+        prefix = (m.group(4) or "").strip("/")
+        out = []
+        for p, data in sorted(repo.commits[sha].items()):
+            if prefix and not p.startswith(prefix + "/"):
+                continue
+            entry = {"type": "file", "path": p, "size": len(data)}
+            if is_lfs(p, data):
+                ptr = lfs_pointer(data)
+                entry.update(oid=git_sha1(ptr), lfs={"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                                      "pointerSize": len(ptr)})
+            else:
+                entry["oid"] = git_sha1(data)
+            out.append(entry)
+        self._json(out)
+
     def resolve(self, m, query, body):
         repo_type = {"datasets/": "dataset", "spaces/": "space"}.get(m.group(1) or "", "model")
         repo = self._repo(repo_type, m.group(2))
@@ -422,6 +441,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 _ROUTES = [
     (rf"^/api/(models|datasets|spaces)/{_REPO}(?:/revision/([^/]+))?$", "GET", _Handler.info),
+    (rf"^/api/(models|datasets|spaces)/{_REPO}/tree/([^/]+)(/.*)?$", "GET", _Handler.tree),
     (rf"^/(datasets/|spaces/)?{_REPO}/resolve/([^/]+)/(.+)$", "GET", _Handler.resolve),
     (rf"^/(datasets/|spaces/)?{_REPO}/resolve/([^/]+)/(.+)$", "HEAD", _Handler.resolve),
     (r"^/api/repos/create$", "POST", _Handler.create_repo),

@@ -66,10 +66,17 @@ class Catalog:
         validate_name(name)
         dna.meta["name"] = name
         refuse_insane(dna.meta, {f"hist/{l}": h for l, h in (dna.hist or {}).items()}, f"DNA '{name}'")
+        meta, arrays = self.entry(dna)
+        self.registry.put(name, meta, arrays, replace=replace, expect=expect)
+
+    @staticmethod
+    def entry(dna: DNA) -> tuple[dict, dict]:
+        """(meta, arrays) as the registry stores a DNA: its arrays plus the nearest-search sketch
+        (for group commits through `registry.put_many`, e.g. a pull)."""
         arrays = dna_mod.to_arrays(dna)
         if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
-        self.registry.put(name, dna.meta, arrays, replace=replace, expect=expect)
+        return dna.meta, arrays
 
     def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None) -> DNA:
         """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries)."""
