@@ -40,6 +40,12 @@ MAX_ENTRY_BYTES = 16 << 30  # all datasets of one file together, when the caller
 # many times its stored bytes was never (fully) written: reading it would allocate fill values only.
 _MAX_DEFLATE_RATIO = 1100
 _SLACK = 4096
+# Values read are widened to 8 bytes (int64 counts, float64 sums) by their users: a file may declare
+# at most max(_FILE_FLOOR, _FILE_RATIO x its size) of them, counted at 8 bytes each. Real DNAs stay
+# far below (an EfficientNet-Lite0 DNA: 16.5 MB of int64 counts in a 0.56 MB file, 30x); a
+# compression bomb (deflate reaches ~1000x on zeros) does not.
+_FILE_FLOOR = 128 << 20
+_FILE_RATIO = 128
 
 
 @dataclass(frozen=True)
@@ -320,6 +326,11 @@ def _read_entry(path: Path, keys, verify: bool, caps_rule: CapsRule | None) -> t
         if total > cap:
             raise CorruptEntryError(f"{path.name}: its datasets declare {total:,} bytes in all, more than "
                                     f"{cap:,} for this entry")
+        widened = 8 * sum(declared_bytes(ds) // max(ds.dtype.itemsize, 1) for ds in datasets.values())
+        size = path.stat().st_size
+        if widened > max(_FILE_FLOOR, _FILE_RATIO * size):
+            raise CorruptEntryError(f"{path.name}: its datasets declare {widened // 8:,} values for a file of "
+                                    f"{size:,} bytes (a compression bomb?)")
         return meta, {key: _values(ds, key, path, checksums) for key, ds in datasets.items()}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import filelock
 
-from registry.errors import RegistryError
+from registry.errors import RegistryError, os_error_text
 
 DEFAULT_TIMEOUT = 120.0
 _SLOT_NAME = "writer-{}.lock"  # in <registry>/locks/
@@ -27,7 +27,7 @@ SLOT_RE = re.compile(r"writer-(\d{1,6})\.lock")
 
 
 def _os_error(path: Path, e: OSError) -> RegistryError:
-    return RegistryError(f"cannot lock {path.parent}: {e.strerror or e} ({path.name})")
+    return RegistryError(f"cannot lock {path.parent}: {os_error_text(e)} ({path.name})")
 
 
 class FileLock:

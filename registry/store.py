@@ -41,6 +41,7 @@ from registry.errors import (
     EntryNotFoundError,
     RegistryError,
     RegistryNotFoundError,
+    os_error_text,
 )
 from registry.layout import fsync_dir
 from registry.lock import FileLock, WriterSlot, slot_lock
@@ -55,15 +56,6 @@ _LEGACY_MARKER_TMP = ".registry.json."  # marker temp files of earlier versions,
 _TAGGED = re.compile(r".*\.w(\d{1,6})\.[0-9a-f]{8}(?:\.h5)?\.part")  # temp files of a slot-holding writer
 # What a registry directory may hold besides its marker (a half-created registry too).
 _OWN_FILES = {"entries", "tmp", "index", "masks", "locks", ".lock", ".writers", _MARKER}
-
-
-def os_error_text(e: OSError) -> str:
-    """The cause of a failed write in a few words (full disk, quota, read-only, permissions...)."""
-    known = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
-             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
-    if hasattr(errno, "EDQUOT"):
-        known[errno.EDQUOT] = "disk quota exceeded"
-    return known.get(e.errno) or e.strerror or str(e)
 
 
 class Registry:
@@ -226,10 +218,10 @@ class Registry:
         journal = self.tmp_dir / f"{uuid.uuid4().hex}{_JOURNAL}"
         with WriterSlot(self.locks_dir) as slot:
             try:
-                self._create_marker(slot)
                 for name, meta, arrays in items:
                     tmps.append(self._tmp_path(name, slot))
                     layout.write_entry(tmps[-1], name, meta, arrays)
+                self._create_marker(slot)  # a first write that fails leaves no registry behind
                 with self._lock():
                     self._recover()
                     for n in names:

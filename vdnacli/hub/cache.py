@@ -16,7 +16,7 @@ from pathlib import Path
 
 from registry import names
 from vdnacli import env
-from vdnacli.hub.errors import HubIntegrityError, HubOfflineError, no_cache_message, redact
+from vdnacli.hub.errors import HubIntegrityError, HubOfflineError, from_hub, no_cache_message, redact
 
 
 @dataclass(frozen=True)
@@ -111,11 +111,11 @@ def cached_revision(ctx: HubContext, repo_id: str, repo_type: str, revision: str
             continue
         for r in repo.revisions:
             if r.commit_hash == rev or rev in r.refs:
-                commit = names.commit_sha(r.commit_hash, "cached commit id")
+                commit = from_hub(names.commit_sha, r.commit_hash, "cached commit id")
                 snap = Path(r.snapshot_path)
                 files = {}
                 for f in r.files:
-                    rel = names.repo_path(Path(f.file_path).relative_to(snap).as_posix())
+                    rel = from_hub(names.repo_path, Path(f.file_path).relative_to(snap).as_posix(), "")
                     files[rel] = (Path(f.file_path), Path(f.blob_path).name)
                 return CachedRevision(commit, Path(repo.repo_path), files)
     raise HubOfflineError(no_cache_message(ctx, repo_id, repo_type, revision))

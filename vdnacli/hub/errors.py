@@ -47,6 +47,15 @@ def redact(text: str) -> str:
     return _TOKEN.sub("hf_***", _USERINFO.sub(r"\1", str(text)))
 
 
+def from_hub(check, value, what: str):
+    """`check(value, ...)` from registry.names on a string the Hub answered: HubIntegrityError if unsafe."""
+    try:
+        return check(value, what) if what else check(value)
+    except InvalidNameError as e:
+        raise HubIntegrityError(f"the Hub answered an unsafe name: {e}; nothing was written (check HF_ENDPOINT)") \
+            from None
+
+
 def first_line(e) -> str:
     """The first non-blank line of an exception's message, redacted and shortened."""
     for line in str(e).strip().splitlines():
@@ -95,7 +104,7 @@ def network_errors() -> tuple[type[BaseException], ...]:
 
 
 def _write_error(e: OSError, cache_dir) -> HubError:
-    from registry.store import os_error_text
+    from registry.errors import os_error_text
 
     return HubError(f"cannot write to the Hugging Face cache {cache_dir}: {os_error_text(e)}; free space there or point "
                     "HF_HOME at another folder (the registry was left unchanged)")
@@ -109,9 +118,6 @@ def hub_errors(ctx, repo_id: str, repo_type: str, revision: str | None, pushing:
         yield
     except (VdnaError, RegistryError, KeyboardInterrupt):
         raise
-    except InvalidNameError as e:
-        raise HubIntegrityError(f"{ctx.shown_endpoint} answered an unsafe name for {repo_id}: {e}; nothing was "
-                                "written (check HF_ENDPOINT)") from None
     except hf.GatedRepoError:
         if has_token():
             raise HubAuthError(f"{repo_id} is a gated repo and your account has no access yet: accept its conditions "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from registry import names
 from vdnacli.hub.cache import HubContext, cached_revision, evict
-from vdnacli.hub.errors import HubError, HubIntegrityError
+from vdnacli.hub.errors import HubError, HubIntegrityError, from_hub
 
 REQUEST_TIMEOUT = 30  # seconds for metadata calls; downloads use huggingface_hub's own
 
@@ -42,12 +42,12 @@ def remote_listing(api, repo_id: str, repo_type: str, revision: str | None) -> L
     info = api.repo_info(repo_id, repo_type=repo_type, revision=revision, files_metadata=True, timeout=REQUEST_TIMEOUT)
     if not info.sha:
         raise HubError(f"the Hub did not say which commit '{revision or 'main'}' of {repo_id} is; try again")
-    commit = names.commit_sha(info.sha, f"commit id of {repo_id}")
+    commit = from_hub(names.commit_sha, info.sha, f"commit id of {repo_id}")
     files = {}
     for s in info.siblings or []:
-        path = names.repo_path(s.rfilename)
-        lfs = names.sha256_hex(str(s.lfs["sha256"]).lower(), f"sha256 of {path}") if s.lfs else None
-        blob = names.commit_sha(str(s.blob_id).lower(), f"git blob id of {path}") if s.blob_id else None
+        path = from_hub(names.repo_path, s.rfilename, "")
+        lfs = from_hub(names.sha256_hex, str(s.lfs["sha256"]).lower(), f"sha256 of {path}") if s.lfs else None
+        blob = from_hub(names.commit_sha, str(s.blob_id).lower(), f"git blob id of {path}") if s.blob_id else None
         size = s.size if isinstance(s.size, int) and s.size >= 0 else None
         files[path] = RemoteFile(path, size, blob, lfs)
     return Listing(commit=commit, files=files, from_cache=False)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import glob
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -245,10 +246,12 @@ def _fetch_verified(ctx: HubContext, repo_id: str, repo_type: str, listing: List
 def _download(ctx: HubContext, repo_id: str, repo_type: str, listing: Listing, files: list[str]) -> dict[str, Path]:
     from huggingface_hub import snapshot_download
 
-    snap = Path(snapshot_download(
-        repo_id, repo_type=repo_type, revision=listing.commit, cache_dir=str(ctx.cache_dir), endpoint=ctx.endpoint,
-        allow_patterns=[glob.escape(f) for f in files], max_workers=MAX_WORKERS, library_name="vdna",
-        library_version=__version__))
+    with warnings.catch_warnings():  # a full cache is reported as one error line when the write fails
+        warnings.filterwarnings("ignore", message="Not enough free disk space", category=UserWarning)
+        snap = Path(snapshot_download(
+            repo_id, repo_type=repo_type, revision=listing.commit, cache_dir=str(ctx.cache_dir), endpoint=ctx.endpoint,
+            allow_patterns=[glob.escape(f) for f in files], max_workers=MAX_WORKERS, library_name="vdna",
+            library_version=__version__))
     if snap.name != listing.commit:
         raise HubIntegrityError(f"huggingface_hub stored {repo_id} as commit {snap.name[:40]!r}, not the listed "
                                 f"{listing.commit}: run the pull again")

@@ -18,7 +18,16 @@ from vdnacli import dna as dna_mod
 from vdnacli.errors import IncompatibleDNAError
 from vdnacli.hub.cache import HubContext, guard_session, hub_context
 from vdnacli.hub.card import DNA_DIR, MASK_DIR, dna_section, mask_section, render_card
-from vdnacli.hub.errors import HubAuthError, HubError, HubIntegrityError, HubOfflineError, hf, has_token, hub_errors
+from vdnacli.hub.errors import (
+    HubAuthError,
+    HubError,
+    HubIntegrityError,
+    HubOfflineError,
+    from_hub,
+    has_token,
+    hf,
+    hub_errors,
+)
 from vdnacli.hub.listing import REQUEST_TIMEOUT, file_digests
 from vdnacli.hub.pull import check_request
 
@@ -197,7 +206,7 @@ def _prepare_repo(api, ctx: HubContext, repo_id: str, repo_type: str, branch: st
     except hf.RevisionNotFoundError:
         api.create_branch(repo_id, branch=branch, repo_type=repo_type)
         info = api.repo_info(repo_id, repo_type=repo_type, revision=branch, timeout=REQUEST_TIMEOUT)
-    parent = names.commit_sha(info.sha, f"commit id of {repo_id}") if info.sha else None
+    parent = from_hub(names.commit_sha, info.sha, f"commit id of {repo_id}") if info.sha else None
     card = None
     if parent and any(s.rfilename == CARD for s in info.siblings or []):
         p = hf_hub_download(repo_id, CARD, repo_type=repo_type, revision=parent, cache_dir=str(ctx.cache_dir),
