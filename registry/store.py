@@ -338,7 +338,7 @@ class Registry:
         under the registry lock, which their writers hold for their whole life.
         Returns the deleted paths.
         """
-        if not self.exists:
+        if not self.tmp_dir.is_dir():  # nothing was ever written here (a first write killed early has a tmp/)
             return []
         removed: list[Path] = []
         with self._lock():
