@@ -154,7 +154,7 @@ def check_request(repo_id: str, repo_type: str, revision: str | None) -> None:
 class _Loaded:
     item: _Item
     meta: dict
-    arrays: dict  # what the registry stores
+    obj: object  # a DNA, or the arrays of a mask
     files: dict[str, str]
     status: str = "added"
     stamp: tuple | None = None  # version of the existing entry the plan saw (None: absent)
@@ -278,9 +278,10 @@ def _load_all(items: list[_Item], fetched: dict[str, tuple[Path, str]], listing:
             loaded = _load_mask(item, local, where, report)
             if loaded is None:
                 continue
-            meta, arrays = loaded
+            meta, obj = loaded
         else:
-            meta, arrays = _load_dna(item, local, where)
+            obj = _load_dna(item, local, where)
+            meta = obj.meta
         _check_extractor(meta, f"{item.kind} '{item.key}' of {repo_id}", report.warnings)
         origin = {"kind": "hub", "repo_id": repo_id, "repo_type": repo_type, "revision": listing.commit,
                   "requested_revision": report.requested_revision,
@@ -291,7 +292,7 @@ def _load_all(items: list[_Item], fetched: dict[str, tuple[Path, str]], listing:
             origin["published_origin"] = meta["origin"]
         meta["origin"] = origin
         meta["name"] = item.name
-        out.append(_Loaded(item, meta, arrays, origin["files"]))
+        out.append(_Loaded(item, meta, obj, origin["files"]))
     if not out:
         raise HubNotFoundError(f"{repo_type} repo '{repo_id}' holds no DNA this vdna can import "
                                f"({'; '.join(report.warnings) or 'nothing importable'})")
@@ -317,10 +318,8 @@ def _upstream_is_dna(json_path: Path, item: _Item, repo_id: str, report: PullRep
     return False
 
 
-def _load_dna(item: _Item, local: dict[str, Path], where: str) -> tuple[dict, dict]:
-    """(meta, arrays as the catalog stores them) of one DNA, validated: sizes within the caps its
-    metadata allows, sane numbers, consistent arrays."""
-    from vdnacli.catalog import Catalog
+def _load_dna(item: _Item, local: dict[str, Path], where: str):
+    """One DNA, validated: sizes within the caps its metadata allows, sane numbers, consistent arrays."""
     from vdnacli.integrity import entry_caps, refuse_insane
 
     if item.fmt == "upstream-vdna":
@@ -344,7 +343,7 @@ def _load_dna(item: _Item, local: dict[str, Path], where: str) -> tuple[dict, di
         except (FormatError, TypeError, ValueError, KeyError) as e:
             raise FormatError(f"{where}: {e}") from None
     refuse_insane(dna.meta, {f"hist/{l}": h for l, h in (dna.hist or {}).items()}, where)
-    return Catalog.entry(dna)
+    return dna
 
 
 def _read_entry_file(path: Path, where: str, caps) -> tuple[dict, dict]:
@@ -444,8 +443,10 @@ def _describe_origin(meta: dict) -> str:
 def _write_all(catalog, loaded: list[_Loaded]) -> None:
     """The DNAs in one group commit, then the masks in another: all or nothing for each, and
     each entry only if it is still the version the plan saw (else EntryChangedError)."""
+    from vdnacli.catalog import Catalog
+
     for kind in ("dna", "mask"):
         todo = [ld for ld in loaded if ld.item.kind == kind and ld.status != "unchanged"]
-        if todo:
-            _registry_for(catalog, kind).put_many([(ld.item.name, ld.meta, ld.arrays) for ld in todo], replace=True,
-                                                  expect={ld.item.name: ld.stamp for ld in todo})
+        if todo:  # a DNA's stored arrays include the sketch, computed here, never taken from the file
+            items = [(ld.item.name, *(Catalog.entry(ld.obj) if kind == "dna" else (ld.meta, ld.obj))) for ld in todo]
+            _registry_for(catalog, kind).put_many(items, replace=True, expect={ld.item.name: ld.stamp for ld in todo})

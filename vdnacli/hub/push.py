@@ -14,7 +14,6 @@ from typing import Sequence
 
 from registry import layout
 from vdnacli import __version__
-from vdnacli import dna as dna_mod
 from vdnacli.errors import IncompatibleDNAError
 from vdnacli.hub.cache import HubContext, guard_session, hub_context
 from vdnacli.hub.card import DNA_DIR, MASK_DIR, dna_section, mask_section, render_card
@@ -145,7 +144,8 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
     if with_masks is True and not masks:
         report.warnings.append(f"no mask in the registry is made for {dna.meta.get('extractor')}; pushed the DNA alone")
     with tempfile.TemporaryDirectory(prefix="vdna-push-") as tmp:
-        stage = _stage(Path(tmp), name, dna, meta, masks)
+        _, arrays = catalog.registry.read(name, verify=True)  # as stored, checked against its checksums
+        stage = _stage(Path(tmp), name, arrays, meta, masks)
         digests = {p: file_digests(f) for p, f in stage.items()}
         report.files = {p: d[0] for p, d in digests.items()}
         with hub_errors(ctx, repo_id, repo_type, branch, pushing=True):
@@ -166,15 +166,12 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
     return report
 
 
-def _stage(tmp: Path, name: str, dna, meta: dict, masks) -> dict[str, Path]:
-    """Write the files to publish with the registry's own writer (same format, checksums, sketches)."""
-    from vdnacli.catalog import Catalog
-
+def _stage(tmp: Path, name: str, arrays: dict, meta: dict, masks) -> dict[str, Path]:
+    """Write the files to publish with the registry's own writer: the stored arrays (checksums and
+    sketch as in the registry), the metadata cleaned for publication."""
     (tmp / DNA_DIR).mkdir()
     files = {f"{DNA_DIR}/{name}.h5": tmp / DNA_DIR / f"{name}.h5"}
-    public = dna_mod.DNA(meta=dict(meta, name=name), hist=dna.hist, gauss=dna.gauss,
-                         layer_gauss=getattr(dna, "layer_gauss", None), image_hashes=dna.image_hashes)
-    layout.write_entry(files[f"{DNA_DIR}/{name}.h5"], name, *Catalog.entry(public))
+    layout.write_entry(files[f"{DNA_DIR}/{name}.h5"], name, dict(meta, name=name), arrays)
     if masks:
         (tmp / MASK_DIR).mkdir()
     for m, mmeta, arrays in masks:
