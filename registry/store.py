@@ -1,6 +1,6 @@
 """A registry directory of entry files, written atomically under file locks.
 
-Layout (documented in docs/storage.md / README):
+Layout (documented in README, "Storage format"):
   <root>/registry.json       marker: {"format": "vdna-registry", "version": 1}
   <root>/entries/<name>.h5   one self-contained HDF5 file per entry, never modified in place
   <root>/tmp/                writes in progress (*.part, tagged with their writer's slot) and
@@ -23,7 +23,6 @@ RegistryError naming the cause, with nothing committed and the temporary file re
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import hostile_files
-from registry import CorruptEntryError, InvalidNameError, Registry, RegistryError, RegistryNotFoundError, names
+from registry import CorruptEntryError, InvalidNameError, Registry, RegistryError, names
 from registry.layout import array_sha256, read_entry
-from test_hub import WRITE, hub, no_internet, published, registry_state, synthetic  # noqa: F401  (fixtures)
+from test_hub import hub, no_internet, published, registry_state, synthetic  # noqa: F401  (hub, no_internet: fixtures)
 from vdnacli import hub as H
 from vdnacli.catalog import Catalog
 from vdnacli.errors import ConfigError, FormatError
@@ -491,3 +491,21 @@ def test_a_registry_chosen_by_vdna_yaml_is_named(tmp_path, vdna):
     assert r.stderr.count(f"using registry {elsewhere} from ./vdna.yaml") == 1, r.stderr
     r = vdna("list", "--json")  # VDNA_REGISTRY wins: nothing to say
     assert "using registry" not in r.stderr
+
+
+def test_default_registry_is_platformdirs_and_an_earlier_one_keeps_working(tmp_path, monkeypatch):
+    import platformdirs
+
+    from vdnacli.config import default_registry_path
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    if sys.platform.startswith("linux"):
+        assert default_registry_path() == tmp_path / "data" / "vdna" / "registry"
+    # where platformdirs points elsewhere (macOS, Windows), a registry at the old place is still used
+    monkeypatch.setattr(platformdirs, "user_data_dir", lambda *a, **k: str(tmp_path / "new"))
+    assert default_registry_path() == tmp_path / "new" / "registry"
+    old = tmp_path / "data" / "vdna" / "registry"
+    Registry(old).put("a", {}, {"a": np.arange(2)})
+    assert default_registry_path() == old
+    Registry(tmp_path / "new" / "registry").put("b", {}, {"a": np.arange(2)})
+    assert default_registry_path() == tmp_path / "new" / "registry"

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import glob
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -77,8 +78,6 @@ def discover(paths: Sequence[str], select: str | None = None) -> list[_Item]:
 
 def safe_name(text: str) -> str:
     """An entry name made from a repo path (anything outside the name alphabet becomes '-')."""
-    import re
-
     name = re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-._+")[:128].rstrip("-._+")
     if name.endswith(".h5"):
         name = name[:-3] + "-h5"
