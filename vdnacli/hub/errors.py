@@ -104,10 +104,15 @@ def network_errors() -> tuple[type[BaseException], ...]:
 
 
 def _write_error(e: OSError, cache_dir) -> HubError:
+    import errno
+
     from registry.errors import os_error_text
 
-    return HubError(f"cannot write to the Hugging Face cache {cache_dir}: {os_error_text(e)}; free space there or point "
-                    "HF_HOME at another folder (the registry was left unchanged)")
+    if e.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", -1)):
+        return HubError(f"cannot write to the Hugging Face cache {cache_dir}: {os_error_text(e)}; free space there "
+                        "or point HF_HOME at another folder (the registry was left unchanged)")
+    return HubError(f"cannot use the Hugging Face cache {cache_dir}: {first_line(e)} (the registry was left "
+                    "unchanged)")
 
 
 @contextmanager
@@ -152,8 +157,18 @@ def hub_errors(ctx, repo_id: str, repo_type: str, revision: str | None, pushing:
     except OSError as e:  # the HF cache: full disk, quota, read-only, permissions
         raise _write_error(e, ctx.cache_dir) from None
     except ValueError as e:  # huggingface_hub refusing a path (e.g. "Invalid pointer path") or a malformed answer
+        if not _raised_in_library(e):
+            raise
         raise HubIntegrityError(f"{ctx.shown_endpoint} answered something huggingface_hub refused for {repo_id} "
                                 f"({first_line(e)}); nothing was written to the registry") from None
+
+
+def _raised_in_library(e: BaseException) -> bool:
+    """Whether the exception was raised inside huggingface_hub (not by a bug of ours)."""
+    tb, last = e.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and "huggingface_hub" in last.tb_frame.f_code.co_filename
 
 
 def http_error(e, repo_id: str, pushing: bool) -> HubError:
