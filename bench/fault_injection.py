@@ -22,8 +22,8 @@ process, with full checksum and DNA checks, as often as it can while the writers
 a complete entry, and `vdna verify --repair` finds nothing damaged and nothing to repair.
 
 Disk-full rounds (--disk-full-rounds N, root only: each mounts a small tmpfs): a registry of
-real-sized entries on a tmpfs filled up to a random amount of free space (0 to 1.5 MB, so that
-writes fail at every stage: entry file, journal, registry marker, HF cache), then one writer:
+real-sized entries on a tmpfs filled up to a random amount of free space (1 kB to 1.6 MB,
+log-uniform, so that writes fail at every stage: entry file, journal, registry marker, HF cache), then one writer:
 `import`, `merge`, `mask create`, `pull` (from a loopback fake Hub, HF cache on the same disk)
 or `add`. A round survives when the command exits 0 (it fitted) or 1 with one error line naming
 the cause, never a crash (h5py used to segfault on ENOSPC), every committed entry is
@@ -324,7 +324,7 @@ def disk_full_rounds(work: Path, folders: list[Path], n: int, rng: np.random.Gen
                 cat = Catalog(reg)
                 cat.put("a", _real_dna(300 + i))
                 cat.put("b", _real_dna(400 + i))
-                leave = int(rng.integers(0, 1_500_000))
+                leave = int(10 ** rng.uniform(3, 6.2))  # 1 kB to 1.6 MB, log-uniform: small writes fail too
                 _fill(mnt, leave)
                 before = _state(reg)
                 cmd = commands[i % len(commands)]
