@@ -78,8 +78,8 @@ def meta_problem(meta) -> str | None:
 
 def entry_caps(meta) -> Caps:
     """The largest declared sizes an entry may have, from its own metadata (layout.Caps): for a
-    DNA, neurons x bins x 8 bytes per histogram, neurons x 8 per Gaussian sum, neurons^2 x 8 per
-    layer Gaussian, 16 bytes per image hash, the sketch; for a mask, neurons x 8 per layer. An
+    DNA, neurons x bins x 8 bytes per histogram, neurons x 8 per Gaussian sum and kept range,
+    neurons^2 x 8 per layer Gaussian, 16 bytes per image hash, the sketch; for a mask, neurons x 8 per layer. An
     entry whose metadata is malformed gets small caps (its problem is reported anyway)."""
     per: dict[str, int] = {}
     if isinstance(meta, dict) and meta.get("format") == "vdna-mask":
@@ -98,6 +98,7 @@ def entry_caps(meta) -> Caps:
                 per[f"{kind}/{l}/count"] = 8
                 per[f"{kind}/{l}/sum"] = n * 8
             per[f"gauss/{l}/sumsq"] = n * 8
+            per[f"ranges/{l}/min"] = per[f"ranges/{l}/max"] = n * 8  # the activation ranges a DNA keeps
             if "layer-gauss" in meta["kinds"]:
                 per[f"layer_gauss/{l}/outer"] = n * n * 8
         per["images/hashes"] = min(meta["num_images"], 1 << 36) * 16

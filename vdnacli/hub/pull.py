@@ -40,7 +40,6 @@ from vdnacli.hub.errors import (
 from vdnacli.hub.listing import Listing, cached_listing, remote_listing, verify_file
 
 REPO_TYPES = ("dataset", "model", "space")
-UPSTREAM_KINDS = ("histogram", "gaussian")
 MAX_WORKERS = 8  # parallel downloads
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -309,10 +308,12 @@ def _upstream_is_dna(json_path: Path, item: _Item, repo_id: str, report: PullRep
         kind = json.loads(json_path.read_text()).get("type")
     except (ValueError, OSError, AttributeError, RecursionError):
         raise FormatError(f"{where} is not a JSON object") from None
-    if kind in UPSTREAM_KINDS:
+    from vdnacli.interop import TYPES
+
+    if kind in TYPES:
         return True
     if item.explicit:
-        raise FormatError(f"{where} is an upstream '{kind}' file; vdna imports histogram and gaussian DNAs only")
+        raise FormatError(f"{where} is an upstream '{kind}' file; vdna imports {', '.join(TYPES)} DNAs only")
     report.warnings.append(f"skipped {item.key}: upstream '{kind}' files are not DNAs vdna can import")
     return False
 
