@@ -46,6 +46,7 @@ class Settings:
     registry_from: str = field(default="default", compare=False)
 
 
+# Settings.registry_from is provenance, not a setting: the settings are the keys of _ENV
 _ENV = {
     "registry": "VDNA_REGISTRY",
     "extractor": "VDNA_EXTRACTOR",
@@ -120,3 +121,6 @@ def load_settings(cwd: Path | None = None, **flags: Any) -> Settings:
     if "HF_HUB_OFFLINE" in os.environ and flags.get("offline") is None and "offline" not in resolved:
         resolved["offline"] = _coerce("offline", os.environ["HF_HUB_OFFLINE"])
     return Settings(**resolved)
+
+
+SETTING_NAMES = tuple(_ENV)  # what vdna.yaml may set
