@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 from functools import lru_cache
 from pathlib import Path
 
