@@ -31,6 +31,7 @@ from vdnacli.hub.listing import REQUEST_TIMEOUT, file_digests
 from vdnacli.hub.pull import check_request
 
 CARD = "README.md"
+THUMBNAILS = "thumbnails"  # the entry's group of thumbnails (registry/layout.py)
 # keys that name files or folders on the publisher's machine: published only with --include-filenames
 _FILENAME_KEYS = {"source_name", "source", "filename", "filenames", "file_name", "path", "paths"}
 _NEVER_PUBLISHED = {"endpoint"}  # e.g. the URL of a private Hub mirror a DNA was pulled from
@@ -118,11 +119,12 @@ def _select_masks(catalog, dna, with_masks, include_filenames: bool) -> list[tup
 
 def push(catalog, name: str, repo_id: str, private: bool = False, revision: str | None = None,
          include_filenames: bool = False, with_masks: bool | Sequence[str] = False,
-         repo_type: str = "dataset") -> PushReport:
+         repo_type: str = "dataset", with_thumbnails: bool = False) -> PushReport:
     """Publish one DNA (and, with `with_masks`, the masks made for its network) to a Hub repo.
 
     Uploads dnas/<name>.h5 (and masks/<mask>.h5) plus the dataset card, in one commit on
     `revision` (a branch, created if missing), then checks the Hub's checksums of the commit.
+    The DNA's thumbnails (pictures of its images) stay private unless `with_thumbnails`.
     """
     check_request(repo_id, repo_type, revision)
     ctx = hub_context()
@@ -145,6 +147,9 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
         report.warnings.append(f"no mask in the registry is made for {dna.meta.get('extractor')}; pushed the DNA alone")
     with tempfile.TemporaryDirectory(prefix="vdna-push-") as tmp:
         _, arrays = catalog.registry.read(name, verify=True)  # as stored, checked against its checksums
+        if not with_thumbnails:  # private unless asked for
+            arrays = {k: a for k, a in arrays.items() if not k.startswith(THUMBNAILS + "/")}
+        thumbs = int(arrays[f"{THUMBNAILS}/hashes"].shape[0]) if f"{THUMBNAILS}/hashes" in arrays else 0
         stage = _stage(Path(tmp), name, arrays, meta, masks)
         digests = {p: file_digests(f) for p, f in stage.items()}
         report.files = {p: d[0] for p, d in digests.items()}
@@ -153,7 +158,8 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
             parent, card, report.created, warn = _prepare_repo(api, ctx, repo_id, repo_type, branch, private)
             report.warnings += warn
             dna_sha = report.files[f"{DNA_DIR}/{name}.h5"]
-            sections = [("dna", name, dna_section(name, meta, dna_sha, include_filenames))]
+            sections = [("dna", name, dna_section(name, meta, dna_sha, include_filenames)
+                         + f"\nThumbnails: {f'{thumbs} published' if thumbs else 'none published'}.\n")]
             sections += [("mask", m, mask_section(m, mm, report.files[f"{MASK_DIR}/{m}.h5"])) for m, mm, _ in masks]
             card = render_card(card, repo_id, repo_type, sections)
             ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(f)) for p, f in stage.items()]
