@@ -21,7 +21,22 @@ succeeded (nothing lost), every read of the entries being written (by this scrip
 process, with full checksum and DNA checks, as often as it can while the writers run) saw
 a complete entry, and `vdna verify --repair` finds nothing damaged and nothing to repair.
 
+Disk-full rounds (--disk-full-rounds N, root only: each mounts a small tmpfs): a registry of
+real-sized entries on a tmpfs filled up to a random amount of free space (1 kB to 1.6 MB,
+log-uniform, so that writes fail at every stage: entry file, journal, registry marker, HF cache), then one writer:
+`import`, `merge`, `mask create`, `pull` (from a loopback fake Hub, HF cache on the same disk)
+or `add`. A round survives when the command exits 0 (it fitted) or 1 with one error line naming
+the cause, never a crash (h5py used to segfault on ENOSPC), every committed entry is
+bit-identical, the target is absent or complete, no temporary file is left, and once space is
+freed `vdna verify --repair` finds nothing damaged.
+
+Read-only rounds (--read-only-rounds N, root only: a read-only bind mount): every read command
+(`list show compare nearest matrix verify export`, `mask list`) on a read-only registry exits 0;
+every writer (`import merge mask create remove add`) exits 1 with one error line naming the
+read-only file system; not a byte of the registry changes, no folder or lock file appears.
+
 Run:  python bench/fault_injection.py --kill-rounds 50 --concurrent-rounds 20
+      python bench/fault_injection.py --kill-rounds 0 --concurrent-rounds 0 --disk-full-rounds 40 --read-only-rounds 5
 (about 4 + 8 minutes on 2 CPU cores; each `vdna add` loads EfficientNet-Lite0, ~2 s).
 """
 from __future__ import annotations
@@ -41,8 +56,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 from vdnacli import samples  # noqa: E402
 from vdnacli.catalog import Catalog  # noqa: E402
@@ -239,10 +255,205 @@ def concurrent_rounds(r: Runner, folders: list[Path], n: int, rng: np.random.Gen
     return stats
 
 
+# -- the disk or the filesystem saying no -------------------------------------------------------
+def _mount(args: list[str]) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def _state(root: Path) -> dict[str, str]:
+    """sha256 of every file of a registry except lock files (empty, left for the next writer)."""
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def _error_lines(p: subprocess.CompletedProcess) -> list[str]:
+    return [l for l in p.stderr.splitlines() if l.strip() and "it/s]" not in l and "B/s]" not in l]
+
+
+def _real_dna(seed: int, bins: int = 1000):
+    """A DNA with EfficientNet-Lite0's layers and counts as a real one has (it verifies); ~2 MB on disk."""
+    from vdnacli.dna import DNA, images_digest, new_meta
+    from vdnacli.extractors import get_spec
+
+    spec = get_spec("efficientnet-lite0")
+    rng = np.random.default_rng(seed)
+    meta = new_meta(extractor=spec.name, weights_sha256=spec.weights.sha256, ranges_sha256="c" * 64,
+                    layers=dict(spec.layers), bins=bins, preprocessing=spec.preprocessing(), kinds=("hist",))
+    hashes = np.unique(rng.integers(0, 256, size=(8, 16), dtype=np.uint8), axis=0)
+    meta["num_images"], meta["images_sha256"] = len(hashes), images_digest(hashes)
+    hist = {l: rng.multinomial(49 * len(hashes), rng.dirichlet(np.ones(bins)), size=n).astype(np.int64)
+            for l, n in spec.layers}
+    return DNA(meta=meta, hist=hist, image_hashes=hashes)
+
+
+def _fill(path: Path, leave: int) -> None:
+    st = os.statvfs(path)
+    free = st.f_bavail * st.f_frsize
+    with open(path / "filler", "wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+
+
+def disk_full_rounds(work: Path, folders: list[Path], n: int, rng: np.random.Generator, log) -> dict:
+    from hub_server import FakeHub  # tests/hub_server.py: a loopback fake of the Hub
+    from vdnacli.interop import export_upstream
+
+    stats = {"rounds": n, "survived": 0, "fitted": 0, "refused": 0, "crashed": 0, "by_command": {}, "failures": []}
+    mnt = work / "small-disk"
+    mnt.mkdir(exist_ok=True)
+    src = work / "sources"
+    pub = Catalog(src / "publisher")
+    for k in range(3):
+        if f"p{k}" not in pub.names():
+            pub.put(f"p{k}", _real_dna(100 + k))
+        export_upstream(_real_dna(200 + k), src / "pairs" / f"up{k}")
+    hub = FakeHub().start()
+    hub.add_repo("me/dnas", {f"dnas/p{k}.h5": (pub.registry.entries_dir / f"p{k}.h5").read_bytes() for k in range(3)})
+    commands = ["import", "merge", "mask", "pull", "pull-cache", "add"]
+    try:
+        for i in range(n):
+            if not _mount(["-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)]):
+                raise SystemExit("disk-full rounds need to mount a tmpfs (run as root)")
+            try:
+                reg = mnt / "reg"
+                cat = Catalog(reg)
+                cat.put("a", _real_dna(300 + i))
+                cat.put("b", _real_dna(400 + i))
+                leave = int(10 ** rng.uniform(3, 6.2))  # 1 kB to 1.6 MB, log-uniform: small writes fail too
+                _fill(mnt, leave)
+                before = _state(reg)
+                cmd = commands[i % len(commands)]
+                r = Runner(work, reg)
+                r.env.update(HF_HOME=str(work / "hf" / f"r{i}"), HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0",
+                             HF_HUB_DISABLE_XET="1")
+                if cmd == "pull-cache":
+                    r.env["HF_HOME"] = str(mnt / "hf")
+                args = {"import": ["import", src / "pairs" / f"up{i % 3}", "--name", "target"],
+                        "merge": ["merge", "target", "a", "b"],
+                        "mask": ["mask", "create", "target", "--with", "a", "--without", "b", "--top", "500"],
+                        "pull": ["pull", "me/dnas", "--path", f"dnas/p{i % 3}.h5", "--name", "target"],
+                        "pull-cache": ["pull", "me/dnas", "--path", f"dnas/p{i % 3}.h5", "--name", "target"],
+                        "add": ["add", "target", folders[i % len(folders)], "--limit", "2"]}[cmd]
+                p = r.run(*args)
+                problems = []
+                errors = _error_lines(p)
+                if p.returncode < 0 or p.returncode > 128:
+                    stats["crashed"] += 1
+                    problems.append(f"crashed (exit {p.returncode})")
+                elif p.returncode == 1:
+                    if len(errors) != 1 or not errors[0].startswith("error: ") or "Traceback" in p.stderr \
+                            or "internal error" in p.stderr:
+                        problems.append(f"not one error line: {p.stderr.strip()[-300:]}")
+                    stats["refused"] += 1
+                elif p.returncode == 0:
+                    stats["fitted"] += 1
+                else:
+                    problems.append(f"exit {p.returncode}: {p.stderr.strip()[-200:]}")
+                after = _state(reg)
+                for k, v in before.items():
+                    if after.get(k) != v:
+                        problems.append(f"{k} changed or vanished")
+                new = sorted(set(after) - set(before))
+                target = "masks/entries/target.h5" if cmd == "mask" else "entries/target.h5"
+                allowed = {target} | ({"masks/registry.json"} if cmd == "mask" else set())
+                if p.returncode != 0 and new:
+                    problems.append(f"a refused write left {new}")
+                if set(new) - allowed:
+                    problems.append(f"unexpected files {sorted(set(new) - allowed)}")
+                if list((reg / "tmp").glob("*.part")) or list((reg / "masks" / "tmp").glob("*.part")):
+                    problems.append("temporary files left behind")
+                (mnt / "filler").unlink()
+                clean, _, why = verify_repair(r)
+                if not clean:
+                    problems.append(why)
+                by = stats["by_command"].setdefault(cmd, {"rounds": 0, "fitted": 0, "refused": 0})
+                by["rounds"] += 1
+                by["fitted" if p.returncode == 0 else "refused"] += 1
+                if problems:
+                    stats["failures"].append({"round": i, "command": cmd, "free": leave, "problems": problems})
+                else:
+                    stats["survived"] += 1
+                log(f"disk-full {i + 1:3d}/{n} {cmd:10s} free {leave / 1e6:4.2f} MB: "
+                    f"{'fitted' if p.returncode == 0 else (errors[-1][:90] if errors else f'exit {p.returncode}')} "
+                    f"{'OK' if not problems else 'FAIL ' + '; '.join(problems)}")
+            finally:
+                _umount(mnt)
+    finally:
+        hub.stop()
+    return stats
+
+
+def read_only_rounds(work: Path, folders: list[Path], n: int, log) -> dict:
+    from vdnacli.interop import export_upstream
+
+    stats = {"rounds": n, "survived": 0, "reads_ok": 0, "reads": 0, "writes_refused": 0, "writes": 0,
+             "read_failures": {}, "failures": []}
+    reg = work / "ro-registry"
+    shutil.rmtree(reg, ignore_errors=True)
+    cat = Catalog(reg)
+    for k in range(4):
+        cat.put(f"r{k}", _real_dna(500 + k))
+    export_upstream(_real_dna(600), work / "ro-pairs" / "up")
+    out = work / "ro-export"
+    out.mkdir(exist_ok=True)
+    reads = [["list", "--json"], ["show", "r0", "--json"], ["compare", "r0", "r1", "--json"],
+             ["nearest", "r0", "--json"], ["matrix", "r0", "r1", "r2", "--json"], ["verify", "--json"],
+             ["mask", "list", "--json"], ["verify", "--repair", "--json"]]  # nothing to repair: nothing written
+    writes = [["import", work / "ro-pairs" / "up", "--name", "new"], ["merge", "m", "r0", "r1"],
+              ["mask", "create", "mk", "--with", "r0", "--without", "r1", "--top", "10"], ["remove", "r3"],
+              ["add", "new2", folders[0], "--limit", "2"]]
+    for i in range(n):
+        for d in ("tmp", "locks", "index"):  # as if copied without its working folders
+            shutil.rmtree(reg / d, ignore_errors=True)
+        (reg / ".lock").unlink(missing_ok=True)
+        before = _state(reg)
+        listing = sorted(p.relative_to(reg) for p in reg.rglob("*"))
+        if not (_mount(["--bind", str(reg), str(reg)]) and _mount(["-o", "remount,bind,ro", str(reg)])):
+            _umount(reg)
+            raise SystemExit("read-only rounds need bind mounts (run as root)")
+        problems = []
+        try:
+            r = Runner(work, reg)
+            for args in reads + [["export", f"r{i % 4}", out / f"e{i}"]]:
+                p = r.run(*args)
+                stats["reads"] += 1
+                if p.returncode == 0:
+                    stats["reads_ok"] += 1
+                else:
+                    stats["read_failures"][args[0]] = stats["read_failures"].get(args[0], 0) + 1
+                    problems.append(f"{args[0]} failed: {(_error_lines(p) or ['?'])[-1][:120]}")
+            for args in writes[: 4 if i else 5]:
+                p = r.run(*args)
+                stats["writes"] += 1
+                errors = _error_lines(p)
+                if p.returncode == 1 and len(errors) == 1 and "read-only file system" in errors[0]:
+                    stats["writes_refused"] += 1
+                else:
+                    problems.append(f"{args[0]}: exit {p.returncode}, {p.stderr.strip()[-200:]}")
+        finally:
+            _umount(reg)
+        if _state(reg) != before or sorted(p.relative_to(reg) for p in reg.rglob("*")) != listing:
+            problems.append("the read-only registry changed")
+        if problems:
+            stats["failures"].append({"round": i, "problems": problems})
+        else:
+            stats["survived"] += 1
+        log(f"read-only {i + 1:3d}/{n}: reads ok {stats['reads_ok']}/{stats['reads']}, writes refused "
+            f"{stats['writes_refused']}/{stats['writes']} {'OK' if not problems else 'FAIL ' + '; '.join(problems)}")
+    return stats
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kill-rounds", type=int, default=50)
     ap.add_argument("--concurrent-rounds", type=int, default=20)
+    ap.add_argument("--disk-full-rounds", type=int, default=0)
+    ap.add_argument("--read-only-rounds", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None, help="Scratch folder (default: a new temporary one).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the figures to this JSON file.")
@@ -253,7 +464,7 @@ def main(argv=None) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     rng = np.random.default_rng(args.seed)
     folders = list(samples.write_demo_sets(work / "images", per_half=4).values())
-    results = {"kill": None, "concurrent": None}
+    results = {"kill": None, "concurrent": None, "disk_full": None, "read_only": None}
     t0 = time.perf_counter()
     if args.kill_rounds:
         reg = work / "kill-registry"
@@ -263,8 +474,12 @@ def main(argv=None) -> int:
         reg = work / "concurrent-registry"
         shutil.rmtree(reg, ignore_errors=True)
         results["concurrent"] = concurrent_rounds(Runner(work, reg), folders, args.concurrent_rounds, rng, log)
+    if args.disk_full_rounds:
+        results["disk_full"] = disk_full_rounds(work, folders, args.disk_full_rounds, rng, log)
+    if args.read_only_rounds:
+        results["read_only"] = read_only_rounds(work, folders, args.read_only_rounds, log)
     results["seconds"] = round(time.perf_counter() - t0, 1)
-    k, c = results["kill"], results["concurrent"]
+    k, c, f, ro = results["kill"], results["concurrent"], results["disk_full"], results["read_only"]
     print()
     if k:
         print(f"kill rounds:       {k['survived']}/{k['rounds']} survived with nothing lost "
@@ -276,10 +491,17 @@ def main(argv=None) -> int:
               f"({c['different_ok']} different-name writers ok, {c['contested_winners']} contested names with one "
               f"winner and one clear error, appends {c['appends_ok']} ok / {c['appends_refused']} refused as changed, "
               f"{c['reader_passes']} reads of entries being written saw {c['reader_damaged']} damaged)")
+    if f:
+        print(f"disk-full rounds:  {f['survived']}/{f['rounds']} survived ({f['fitted']} writes fitted, {f['refused']} "
+              f"refused with one error line, {f['crashed']} crashed; by command {f['by_command']})")
+    if ro:
+        print(f"read-only rounds:  {ro['survived']}/{ro['rounds']} survived (reads ok {ro['reads_ok']}/{ro['reads']}"
+              f"{', failures ' + str(ro['read_failures']) if ro['read_failures'] else ''}; writes refused with one "
+              f"error line {ro['writes_refused']}/{ro['writes']})")
     print(f"total {results['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    failed = (k and k["survived"] != k["rounds"]) or (c and c["survived"] != c["rounds"])
+    failed = any(x and x["survived"] != x["rounds"] for x in (k, c, f, ro))
     return 1 if failed else 0
 
 

@@ -9,14 +9,20 @@ from registry.errors import (
     EntryNotFoundError,
     InvalidNameError,
     RegistryError,
+    RegistryNotFoundError,
     CorruptEntryError,
 )
+from registry import names
+from registry.layout import Caps
 from registry.store import Registry, validate_name
 
 __all__ = [
     "Registry",
     "validate_name",
     "RegistryError",
+    "RegistryNotFoundError",
+    "Caps",
+    "names",
     "EntryExistsError",
     "EntryNotFoundError",
     "InvalidNameError",

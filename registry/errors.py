@@ -1,4 +1,5 @@
 """Typed storage errors; each message names the next step for the user."""
+import errno
 
 
 class RegistryError(Exception):
@@ -31,3 +32,21 @@ class InvalidNameError(RegistryError):
 
 class CorruptEntryError(RegistryError):
     pass
+
+
+class RegistryNotFoundError(RegistryError):
+    def __init__(self, root: str):
+        super().__init__(
+            f"no registry at {root}: check --registry / VDNA_REGISTRY / vdna.yaml (a registry is created by the "
+            "first command that stores something: add, import, pull, demo)"
+        )
+        self.root = root
+
+
+def os_error_text(e: OSError) -> str:
+    """The cause of a failed write in a few words (full disk, quota, read-only, permissions...)."""
+    known = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
+             errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+    if hasattr(errno, "EDQUOT"):
+        known[errno.EDQUOT] = "disk quota exceeded"
+    return known.get(e.errno) or e.strerror or str(e)

@@ -13,11 +13,14 @@ Dataset groups with a size cap of their own (checked on read before anything is 
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import h5py
 import numpy as np
@@ -32,16 +35,51 @@ _ALLOWED_FILTERS = {1, 2, 3}  # deflate (gzip), shuffle, fletcher32
 MAX_DATASET_BYTES = 8 << 30  # far above any real DNA (25,600 neurons x 1000 bins x int64 = 205 MB)
 THUMBNAILS_GROUP = "thumbnails"
 THUMBNAILS_MAX_BYTES = 16 << 20  # 256 thumbnails of up to 64 KB; real ones are ~3 KB each
+MAX_ENTRY_BYTES = 16 << 30  # all datasets of one file together, when the caller gives no tighter caps
+# deflate cannot expand data more than ~1032:1, so a compressed dataset that declares more than this
+# many times its stored bytes was never (fully) written: reading it would allocate fill values only.
+_MAX_DEFLATE_RATIO = 1100
+_SLACK = 4096
+# Values read are widened to 8 bytes (int64 counts, float64 sums) by their users: a file may declare
+# at most max(_FILE_FLOOR, _FILE_RATIO x its size) of them, counted at 8 bytes each. Real DNAs stay
+# far below (an EfficientNet-Lite0 DNA: 16.5 MB of int64 counts in a 0.56 MB file, 30x); a
+# compression bomb (deflate reaches ~1000x on zeros) does not.
+_FILE_FLOOR = 128 << 20
+_FILE_RATIO = 128
+
+
+@dataclass(frozen=True)
+class Caps:
+    """The largest sizes (bytes, as declared) the datasets of one entry may have: `per_key` for the
+    keys the caller knows, `default` for the others, `total` for the whole file. A caller derives
+    them from the entry's own metadata (a DNA: neurons x bins x 8 bytes per histogram, ...)."""
+
+    total: int = MAX_ENTRY_BYTES
+    per_key: Mapping[str, int] = field(default_factory=dict)
+    default: int = MAX_DATASET_BYTES
+
+    def limit(self, key: str) -> int:
+        own = THUMBNAILS_MAX_BYTES if key.split("/", 1)[0] == THUMBNAILS_GROUP else MAX_DATASET_BYTES
+        return min(self.per_key.get(key, self.default), own)
+
+
+CapsRule = Callable[[dict], "Caps | None"]  # entry metadata -> caps (None: the defaults)
 
 
 def array_sha256(arr: np.ndarray) -> str:
-    """Checksum of an array's values, independent of memory order and byte order."""
+    """Checksum of an array's values, independent of memory order and byte order.
+
+    The bytes are fed to hashlib through a memoryview: no copy of a contiguous little-endian
+    array (what every entry holds) is made."""
     a = np.ascontiguousarray(arr)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
     h = hashlib.sha256()
     h.update(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
+    if a.size:
+        flat = memoryview(a.reshape(-1)).cast("B")
+        for start in range(0, len(flat), 1 << 26):
+            h.update(flat[start:start + (1 << 26)])
     return h.hexdigest()
 
 
@@ -67,10 +105,60 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class MemoryHDF5:
+    """An HDF5 file built in memory (`with MemoryHDF5() as f: ...`, then `.image` holds its bytes).
+
+    HDF5 never touches the disk, so a full disk, a quota or a read-only filesystem cannot fail
+    inside the C library, whose close then segfaulted on ENOSPC; the bytes are written by
+    `write_new_file`, where such failures are ordinary OSErrors."""
+
+    def __init__(self):
+        self.image: bytes | None = None
+        self._f: h5py.File | None = None
+
+    def __enter__(self) -> h5py.File:
+        self._f = h5py.File(f"vdna-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False,
+                            block_size=1 << 20, locking=False)
+        return self._f
+
+    def __exit__(self, exc_type, *exc) -> None:
+        f, self._f = self._f, None
+        try:
+            if exc_type is None:
+                f.flush()
+                self.image = f.id.get_file_image()
+        finally:
+            f.close()
+
+
+def write_new_file(path: Path, data: bytes | memoryview) -> None:
+    """Create `path` (which must not exist: O_EXCL, so a planted file or symlink is never written
+    through), write `data`, fsync. On any failure the partial file is removed and the OSError raised."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0),
+                 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view[: 1 << 24])
+            if n <= 0:
+                raise OSError(errno.EIO, "short write")
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+
+
 def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
     """Write a complete entry file and fsync it (the caller renames it into place)."""
     checksums = {}
-    with h5py.File(path, "w", locking=False) as f:  # a private temporary file: no HDF5 lock needed
+    mem = MemoryHDF5()
+    with mem as f:  # built in memory, then written with plain file I/O (see MemoryHDF5)
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["name"] = name
@@ -95,8 +183,7 @@ def write_entry(path: Path, name: str, meta: Mapping, arrays: Mapping[str, np.nd
             )
             checksums[key] = array_sha256(arr)
         f.attrs["checksums"] = json.dumps(checksums, sort_keys=True)
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    write_new_file(path, mem.image)
 
 
 def _open(path: Path) -> h5py.File:
@@ -145,20 +232,26 @@ def _dataset_paths(f: h5py.File) -> list[str]:
     return out
 
 
-def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
-    """Return (meta, arrays); `keys` restricts which arrays are read."""
+def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False,
+               caps: CapsRule | None = None) -> tuple[dict, dict]:
+    """Return (meta, arrays); `keys` restricts which arrays are read.
+
+    `caps(meta)` bounds the declared sizes (per dataset and for the file); every dataset is
+    checked before the first is read, then they are read (and, with `verify`, hashed) one at a time.
+    """
     try:
-        return _read_entry(path, keys, verify)
+        return _read_entry(path, keys, verify, caps)
     except (OSError, RuntimeError) as e:  # h5py's errors for damaged heaps and chunks
         raise CorruptEntryError(f"{path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
 
 
-def _plain_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
+def _plain_dataset(f: h5py.File, key: str, path: Path, caps: Caps | None = None) -> h5py.Dataset:
     """The dataset at `key`, refused unless it is plain numeric data stored in this file.
 
     Checked before any value is read: hard links only (no soft or external links to other
     files), no external or virtual storage, built-in filters only, numeric dtype, and a
-    declared size a DNA can have (a forged shape must not allocate terabytes).
+    declared size that is plausible (`caps`) and that the bytes stored in the file can hold
+    (a forged shape, or one never written, must not allocate gigabytes of fill values).
     """
     parts = key.split("/")
     for i in range(1, len(parts) + 1):
@@ -178,15 +271,37 @@ def _plain_dataset(f: h5py.File, key: str, path: Path) -> h5py.Dataset:
     filters = {plist.get_filter(i)[0] for i in range(plist.get_nfilters())}
     if filters - _ALLOWED_FILTERS:
         raise CorruptEntryError(f"{path.name}: dataset {key!r} uses unsupported HDF5 filters {sorted(filters)}")
-    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
-    cap = THUMBNAILS_MAX_BYTES if parts[0] == THUMBNAILS_GROUP else MAX_DATASET_BYTES
-    if declared > cap:
-        raise CorruptEntryError(f"{path.name}: dataset {key!r} declares an implausible shape {ds.shape}")
+    declared = declared_bytes(ds)
+    limit = (caps or _DEFAULT_CAPS).limit(key)
+    if declared > limit:
+        raise CorruptEntryError(f"{path.name}: dataset {key!r} declares an implausible shape {ds.shape} "
+                                f"({declared:,} bytes, at most {limit:,} for this entry)")
+    if declared:
+        stored = ds.id.get_storage_size()
+        holds = stored * _MAX_DEFLATE_RATIO + _SLACK if 1 in filters else stored
+        if declared > holds:
+            raise CorruptEntryError(f"{path.name}: dataset {key!r} declares {declared:,} bytes but the file stores "
+                                    f"{stored:,} for it (never written?)")
     return ds
 
 
-def _read_array(f: h5py.File, key: str, path: Path, checksums: dict | None) -> np.ndarray:
-    arr = _plain_dataset(f, key, path)[()]
+def declared_bytes(ds: h5py.Dataset) -> int:
+    """Bytes a dataset's declared shape and dtype would take in memory (exact, no overflow)."""
+    n = 1
+    for d in ds.shape or ():
+        n *= int(d)
+    return n * int(ds.dtype.itemsize)
+
+
+_DEFAULT_CAPS = Caps()
+
+
+def _read_array(f: h5py.File, key: str, path: Path, checksums: dict | None, caps: Caps | None = None) -> np.ndarray:
+    return _values(_plain_dataset(f, key, path, caps), key, path, checksums)
+
+
+def _values(ds: h5py.Dataset, key: str, path: Path, checksums: dict | None) -> np.ndarray:
+    arr = ds[()]
     if not isinstance(arr, np.ndarray) or arr.dtype.kind not in _ALLOWED_KINDS:
         raise CorruptEntryError(f"{path.name}: dataset {key!r} has unsupported type")
     if checksums is not None and checksums.get(key) != array_sha256(arr):
@@ -195,16 +310,28 @@ def _read_array(f: h5py.File, key: str, path: Path, checksums: dict | None) -> n
     return arr
 
 
-def _read_entry(path: Path, keys, verify: bool) -> tuple[dict, dict]:
+def _read_entry(path: Path, keys, verify: bool, caps_rule: CapsRule | None) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
         checksums = _json_attr(f, "checksums", path) if verify else None
+        caps = caps_rule(meta) if caps_rule is not None else None
         wanted = list(keys) if keys is not None else _dataset_paths(f)
         if verify and keys is None:
             missing = sorted(set(checksums) - set(wanted))
             if missing:
                 raise CorruptEntryError(f"{path.name}: dataset {missing[0]!r} is missing")
-        return meta, {key: _read_array(f, key, path, checksums) for key in wanted}
+        datasets = {key: _plain_dataset(f, key, path, caps) for key in wanted}  # every check before any read
+        total = sum(declared_bytes(ds) for ds in datasets.values())
+        cap = (caps or _DEFAULT_CAPS).total
+        if total > cap:
+            raise CorruptEntryError(f"{path.name}: its datasets declare {total:,} bytes in all, more than "
+                                    f"{cap:,} for this entry")
+        widened = 8 * sum(declared_bytes(ds) // max(ds.dtype.itemsize, 1) for ds in datasets.values())
+        size = path.stat().st_size
+        if widened > max(_FILE_FLOOR, _FILE_RATIO * size):
+            raise CorruptEntryError(f"{path.name}: its datasets declare {widened // 8:,} values for a file of "
+                                    f"{size:,} bytes (a compression bomb?)")
+        return meta, {key: _values(ds, key, path, checksums) for key, ds in datasets.items()}
 
 
 class EntryReader:

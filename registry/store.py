@@ -1,19 +1,25 @@
 """A registry directory of entry files, written atomically under file locks.
 
-Layout (documented in the README):
-  <root>/registry.json      marker: {"format": "vdna-registry", "version": 1}
-  <root>/entries/<name>.h5  one self-contained HDF5 file per entry, never modified in place
-  <root>/tmp/               writes in progress (*.part) and commit journals (*.commit)
-  <root>/index/             derived caches (registry.index); safe to delete
-  <root>/.lock              exclusive fcntl lock: renames into entries/, removals, index writes
-  <root>/.writers           shared fcntl lock held by every writer while its *.part file exists;
-                            `repair` takes it exclusively, so it never deletes live work
+Layout (documented in README, "Storage format"):
+  <root>/registry.json       marker: {"format": "vdna-registry", "version": 1}
+  <root>/entries/<name>.h5   one self-contained HDF5 file per entry, never modified in place
+  <root>/tmp/                writes in progress (*.part, tagged with their writer's slot) and
+                             commit journals (*.commit)
+  <root>/index/              derived caches (registry.index); safe to delete
+  <root>/.lock               exclusive lock: renames into entries/, removals, index writes
+  <root>/locks/writer-<k>.lock  writer slots: each writer holds one while its *.part files exist;
+                             `repair` deletes a writer's files only after taking its slot
 
 An entry becomes visible only through os.replace of a complete, fsynced file, so a killed
 writer never leaves a half-written entry, and other entries are never opened for writing.
 A group of entries (`put_many`, e.g. a pull) is committed through a journal written after
 every file is complete: a crash before the journal leaves nothing, a crash after it is
 rolled forward by the next writer, reader start or `repair`.
+
+Opening a registry writes nothing: a registry that does not exist yet is created by its
+first write (or refused at once with `create=False`), and a read-only registry answers
+every read. A full disk, a quota or a read-only filesystem during a write is one
+RegistryError naming the cause, with nothing committed and the temporary file removed.
 """
 from __future__ import annotations
 
@@ -27,75 +33,75 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from registry import layout
-from registry.layout import fsync_dir
 from registry.errors import (
     CorruptEntryError,
     EntryChangedError,
     EntryExistsError,
     EntryNotFoundError,
-    InvalidNameError,
     RegistryError,
+    RegistryNotFoundError,
+    os_error_text,
 )
-from registry.lock import FileLock
+from registry.layout import fsync_dir
+from registry.lock import FileLock, WriterSlot, slot_lock
+from registry.names import ENTRY_SUFFIX as _SUFFIX
+from registry.names import entry_name as validate_name
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
-_SUFFIX = ".h5"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # names() lists only what validate_name accepts
 _PART = ".part"
 _JOURNAL = ".commit"
-_MARKER_TMP = ".registry.json."
+_MARKER = "registry.json"
+_LEGACY_MARKER_TMP = ".registry.json."  # marker temp files of earlier versions, in the root
+_TAGGED = re.compile(r".*\.w(\d{1,6})\.[0-9a-f]{8}(?:\.h5)?\.part")  # temp files of a slot-holding writer
 # What a registry directory may hold besides its marker (a half-created registry too).
-_OWN_FILES = {"entries", "tmp", "index", "masks", ".lock", ".writers", "registry.json"}
-
-
-def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith(_SUFFIX):
-        raise InvalidNameError(
-            f"invalid entry name {name!r}: use 1-128 letters, digits, '.', '_', '+' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+_OWN_FILES = {"entries", "tmp", "index", "masks", "locks", ".lock", ".writers", _MARKER}
 
 
 class Registry:
-    """Named entries of (meta dict, arrays) in a local directory."""
+    """Named entries of (meta dict, arrays) in a local directory.
 
-    def __init__(self, root: str | os.PathLike, create: bool = True):
+    `create=False` refuses a path that holds no registry (RegistryNotFoundError); with
+    `create=True` (the default) it is created by the first write. `caps` (entry metadata ->
+    layout.Caps) bounds the declared sizes of what `read`/`verify` load.
+    """
+
+    def __init__(self, root: str | os.PathLike, create: bool = True, caps: layout.CapsRule | None = None):
         self.root = Path(root).expanduser()
         self.entries_dir = self.root / "entries"
         self.tmp_dir = self.root / "tmp"
-        marker = self.root / "registry.json"
+        self.locks_dir = self.root / "locks"
+        self.caps = caps
         if self.root.exists() and not self.root.is_dir():
             raise RegistryError(f"registry path {self.root} exists and is not a directory")
-        if not marker.exists():
+        if not self.exists:
             if not create:
-                raise RegistryError(f"no registry at {self.root}")
-            if self.root.exists() and any(not self._own_file(p.name) for p in self.root.iterdir()):
+                raise RegistryNotFoundError(str(self.root))
+            if self.root.exists() and any(not self._own_file(p.name) for p in self._listdir(self.root)):
                 raise RegistryError(
                     f"{self.root} is a non-empty directory that is not a vdna registry; choose another --registry"
                 )
-            try:
-                self.entries_dir.mkdir(parents=True, exist_ok=True)
-                self.tmp_dir.mkdir(exist_ok=True)
-                tmp = self.root / f"{_MARKER_TMP}{uuid.uuid4().hex}"
-                tmp.write_text(json.dumps({"format": "vdna-registry", "version": 1}) + "\n")
-                os.replace(tmp, marker)  # concurrent creators write the same content: last one wins
-            except OSError as e:
-                raise RegistryError(f"cannot create registry at {self.root}: {e.strerror}") from None
-        try:
-            self.entries_dir.mkdir(exist_ok=True)
-            self.tmp_dir.mkdir(exist_ok=True)
-        except OSError as e:
-            raise RegistryError(f"cannot use registry at {self.root}: {e.strerror}") from None
-        if self._journals():  # a group commit was interrupted: finish it before anyone reads
+        elif self._journals():  # a group commit was interrupted: finish it before anyone reads
             try:
                 with self._lock():
                     self._recover()
             except (RegistryError, OSError):
                 pass  # read-only registry: readers see the entries committed so far
 
+    @property
+    def exists(self) -> bool:
+        """Whether the registry has been created (its marker file is present)."""
+        return (self.root / _MARKER).is_file()
+
+    @staticmethod
+    def _listdir(path: Path) -> list[Path]:
+        try:
+            return list(path.iterdir())
+        except OSError:
+            return []
+
     @staticmethod
     def _own_file(name: str) -> bool:
-        return name in _OWN_FILES or name.startswith(_MARKER_TMP)
+        return name in _OWN_FILES or name.startswith(_LEGACY_MARKER_TMP)
 
     def __repr__(self) -> str:
         return f"Registry({str(self.root)!r})"
@@ -107,17 +113,36 @@ class Registry:
         """Exclusive lock for renames into entries/, removals and index writes (short sections)."""
         return FileLock(self.root / ".lock")
 
-    def _writing(self, exclusive: bool = False) -> FileLock:
-        """Shared by writers for the life of their temporary files; exclusive for `repair`."""
-        return FileLock(self.root / ".writers", shared=not exclusive)
+    def _tmp_path(self, stem: str, slot: WriterSlot, suffix: str = _SUFFIX) -> Path:
+        return self.tmp_dir / f"{stem}.{slot.tag}.{uuid.uuid4().hex[:8]}{suffix}{_PART}"
 
-    def _tmp_path(self, name: str) -> Path:
-        return self.tmp_dir / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{_SUFFIX}{_PART}"
+    def _prepare(self) -> None:
+        """Create the folders a write needs (the registry itself on its first write)."""
+        try:
+            for d in (self.entries_dir, self.tmp_dir, self.locks_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            verb = "use" if self.exists else "create"
+            raise RegistryError(f"cannot {verb} registry at {self.root}: {os_error_text(e)}") from None
+
+    def _create_marker(self, slot: WriterSlot) -> None:
+        """Write the marker (concurrent creators write the same content: last one wins)."""
+        marker = self.root / _MARKER
+        if marker.is_file():
+            return
+        tmp = self._tmp_path(_MARKER, slot, suffix="")
+        try:
+            layout.write_new_file(tmp, (json.dumps({"format": "vdna-registry", "version": 1}) + "\n").encode())
+            os.replace(tmp, marker)
+            fsync_dir(self.root)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise RegistryError(f"cannot create registry at {self.root}: {os_error_text(e)}") from None
 
     # -- reading ---------------------------------------------------------------
     def names(self) -> list[str]:
         stems = (p.name[: -len(_SUFFIX)] for p in self.entries_dir.glob("*" + _SUFFIX))
-        return sorted(s for s in stems if _NAME_RE.match(s) and not s.endswith(_SUFFIX))
+        return sorted(s for s in stems if _NAME_RE.fullmatch(s) and not s.endswith(_SUFFIX))
 
     def __contains__(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -132,7 +157,7 @@ class Registry:
         return layout.read_meta(self._existing(name))
 
     def read(self, name: str, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
-        return layout.read_entry(self._existing(name), keys=keys, verify=verify)
+        return layout.read_entry(self._existing(name), keys=keys, verify=verify, caps=self.caps)
 
     def open(self, name: str) -> layout.EntryReader:
         """An entry opened for lazy reads (`with registry.open(name) as r: r.array(key)`)."""
@@ -175,7 +200,11 @@ class Registry:
 
     def put_many(self, items: Sequence[tuple[str, Mapping, Mapping[str, np.ndarray]]], replace: bool = False,
                  expect: Mapping[str, tuple | None] | None = None) -> None:
-        """Store several entries, all or none (after a crash, all once rolled forward)."""
+        """Store several entries, all or none (after a crash, all once rolled forward).
+
+        The files are built in memory and written to tmp/ first; a full disk, a quota or a
+        read-only filesystem then fails here, before anything is committed, and the
+        temporary files are removed."""
         names = [validate_name(n) for n, _, _ in items]
         if len(set(names)) != len(names):
             raise RegistryError("the same entry name is given twice")
@@ -183,12 +212,15 @@ class Registry:
             for n in names:
                 if self._path(n).exists():
                     raise EntryExistsError(n)
-        with self._writing():
-            tmps = [self._tmp_path(n) for n in names]
-            journal = self.tmp_dir / f"{uuid.uuid4().hex}{_JOURNAL}"
+        self._prepare()
+        tmps: list[Path] = []
+        journal = self.tmp_dir / f"{uuid.uuid4().hex}{_JOURNAL}"
+        with WriterSlot(self.locks_dir) as slot:
             try:
-                for tmp, (name, meta, arrays) in zip(tmps, items):
-                    layout.write_entry(tmp, name, meta, arrays)
+                for name, meta, arrays in items:
+                    tmps.append(self._tmp_path(name, slot))
+                    layout.write_entry(tmps[-1], name, meta, arrays)
+                self._create_marker(slot)  # a first write that fails leaves no registry behind
                 with self._lock():
                     self._recover()
                     for n in names:
@@ -204,24 +236,32 @@ class Registry:
                         self._write_journal(journal, renames)
                         self._roll_forward(journal)
             except OSError as e:
-                raise RegistryError(f"cannot write entry '{names[0]}' in {self.root}: {e.strerror or e}") from None
+                what = f"entry '{names[0]}'" if len(names) == 1 else f"{len(names)} entries"
+                raise RegistryError(f"cannot write {what} in {self.root}: {os_error_text(e)}; nothing was stored") from None
             finally:
                 if not journal.exists():  # a journal's files belong to the roll-forward now
                     for tmp in tmps:
-                        tmp.unlink(missing_ok=True)
+                        try:
+                            tmp.unlink(missing_ok=True)
+                        except OSError:
+                            pass
 
     def _write_journal(self, journal: Path, renames: list[tuple[Path, Path]]) -> None:
         """Record a group commit (lock held); from here on the group is committed."""
         part = journal.with_name(journal.name + _PART)
-        with open(part, "w") as f:
-            json.dump({"renames": [[t.name, d.name] for t, d in renames]}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(part, journal)
+        try:
+            layout.write_new_file(part, json.dumps({"renames": [[t.name, d.name] for t, d in renames]}).encode())
+            os.replace(part, journal)
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
         fsync_dir(self.tmp_dir)
 
     def _journals(self) -> list[Path]:
-        return sorted(self.tmp_dir.glob("*" + _JOURNAL))
+        try:
+            return sorted(self.tmp_dir.glob("*" + _JOURNAL))
+        except OSError:
+            return []
 
     def _roll_forward(self, journal: Path) -> None:
         try:
@@ -230,7 +270,8 @@ class Registry:
             renames = []  # cannot happen (journals are renamed in complete); leave the parts to repair
         for tmp_name, final_name in renames:
             tmp, final = self.tmp_dir / str(tmp_name), self.entries_dir / str(final_name)
-            if tmp.parent == self.tmp_dir and final.parent == self.entries_dir and tmp.exists():
+            if (tmp.parent == self.tmp_dir and final.parent == self.entries_dir and ".." not in (tmp.name, final.name)
+                    and tmp.exists()):
                 os.replace(tmp, final)
         fsync_dir(self.entries_dir)
         journal.unlink(missing_ok=True)
@@ -251,18 +292,20 @@ class Registry:
             except FileNotFoundError:
                 raise EntryNotFoundError(name, str(self.root)) from None
             except OSError as e:
-                raise RegistryError(f"cannot remove entry '{name}' from {self.root}: {e.strerror or e}") from None
+                raise RegistryError(f"cannot remove entry '{name}' from {self.root}: {os_error_text(e)}") from None
 
     # -- maintenance -----------------------------------------------------------
-    def verify(self, name: str, check: Callable[[dict, dict], list[str]] | None = None) -> list[str]:
+    def verify(self, name: str, check: Callable[[dict, dict], list[str]] | None = None,
+               caps: layout.CapsRule | None = None) -> list[str]:
         """Problems found in one entry (empty when intact): every stored array against its
         checksum (values, dtype, shape), no array without a checksum or checksum without an
-        array, and the name recorded inside the file; then `check(meta, arrays)` (what the
-        arrays mean is for the caller), on the arrays just verified."""
+        array, declared sizes within `caps` (default: the registry's), and the name recorded
+        inside the file; then `check(meta, arrays)` (what the arrays mean is for the caller),
+        on the arrays just verified. Never raises for a damaged entry: it is a problem."""
         problems = []
         try:
             path = self._existing(name)
-            meta, arrays = layout.read_entry(path, verify=True)
+            meta, arrays = layout.read_entry(path, verify=True, caps=caps or self.caps)
             with layout._open(path) as f:
                 stored = f.attrs.get("name")
             if isinstance(stored, bytes):
@@ -275,23 +318,59 @@ class Registry:
             problems.append(str(e))
         except (OSError, RuntimeError) as e:
             problems.append(f"unreadable: {e}")
+        except MemoryError:
+            problems.append("too large to check in the memory available")
         return problems
 
     def leftovers(self) -> list[Path]:
         """Temporary files left by interrupted writers (including ones still being written)."""
-        return sorted([*self.tmp_dir.glob("*" + _PART), *self.root.glob(_MARKER_TMP + "*")])
+        try:
+            return sorted([*self.tmp_dir.glob("*" + _PART), *self.root.glob(_LEGACY_MARKER_TMP + "*")])
+        except OSError:
+            return []
 
     def repair(self) -> list[Path]:
         """Finish interrupted group commits and delete leftovers of killed writers.
 
-        Waits until no writer is active, so files of live writers are never deleted.
+        A file tagged with writer slot k is deleted only while this process holds slot k, so
+        never while its writer lives; untagged files (index segments, earlier versions) only
+        under the registry lock, which their writers hold for their whole life.
         Returns the deleted paths.
         """
-        with self._writing(exclusive=True), self._lock():
+        if not self.tmp_dir.is_dir():  # nothing was ever written here (a first write killed early has a tmp/)
+            return []
+        removed: list[Path] = []
+        with self._lock():
             self._recover()
-            removed = self.leftovers()
-            for p in removed:
-                p.unlink(missing_ok=True)
+            by_slot: dict[int | None, list[Path]] = {}
+            for p in self.leftovers():
+                m = _TAGGED.fullmatch(p.name)
+                by_slot.setdefault(int(m.group(1)) if m else None, []).append(p)
+            for k, files in sorted(by_slot.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+                if k is None:
+                    removed += self._unlink_all(files)
+                    continue
+                lock = slot_lock(self.locks_dir, k)
+                if not lock.try_acquire():
+                    continue  # its writer is alive: its files are work in progress
+                try:
+                    removed += self._unlink_all(p for p in self.leftovers() if (m := _TAGGED.fullmatch(p.name))
+                                                and int(m.group(1)) == k)
+                finally:
+                    lock.release()
             if removed:
                 fsync_dir(self.tmp_dir)
-        return removed
+        return sorted(removed)
+
+    @staticmethod
+    def _unlink_all(paths: Iterable[Path]) -> list[Path]:
+        done = []
+        for p in paths:
+            try:
+                p.unlink()
+                done.append(p)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                raise RegistryError(f"cannot delete {p}: {os_error_text(e)}") from None
+        return done

@@ -11,6 +11,10 @@ set HF_HUB_DISABLE_XET=1 so uploads take the LFS path.
 
 Faults for tests: `fault(path, "corrupt")` serves the file with one byte flipped;
 `fault(path, "stall")` sends half the file and waits until `release()` (or stop).
+A hostile Hub, for the hardening tests: `tamper["info_sha"]` is the commit id repo_info and
+the tree answer; `tamper["commit_header"]` the X-Repo-Commit of every file answer;
+`tamper["etag"]` its ETag / X-Linked-Etag; `tamper["extra_files"]` ({path: bytes}) adds
+files to every listing (names such as `dnas/../../x.h5` included).
 Bound to 127.0.0.1 on a free port; `requests` logs (method, path) of every request.
 """
 from __future__ import annotations
@@ -69,6 +73,7 @@ class FakeHub:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.lfs: dict[str, bytes] = {}
         self.faults: dict[str, str] = {}
+        self.tamper: dict[str, object] = {}
         self.requests: list[tuple[str, str]] = []
         self.stalled = threading.Event()
         self._release = threading.Event()
@@ -266,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self._commit_of(repo, m.group(3) or "main")
         blobs = (query.get("blobs") or ["false"])[0].lower() in ("1", "true")
         siblings = []
-        for p, data in sorted(repo.commits[sha].items()):
+        for p, data in sorted({**repo.commits[sha], **self.hub.tamper.get("extra_files", {})}.items()):
             s = {"rfilename": p}
             if blobs:
                 if is_lfs(p, data):
@@ -276,9 +281,29 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     s.update(size=len(data), blobId=git_sha1(data))
             siblings.append(s)
+        sha = self.hub.tamper.get("info_sha", sha)
         self._json({"_id": repo.repo_id, "id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": sha,
                     "private": repo.private, "gated": "auto" if repo.gated else False, "disabled": False,
                     "lastModified": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z"), "tags": [], "siblings": siblings})
+
+    def tree(self, m, query, body):
+        """GET /api/{type}s/{repo}/tree/{revision}[/{path}]: every file below `path` (one page)."""
+        repo = self._repo(TYPES[m.group(1)], m.group(2))
+        sha = self._commit_of(repo, m.group(3))
+        prefix = (m.group(4) or "").strip("/")
+        out = []
+        for p, data in sorted({**repo.commits[sha], **self.hub.tamper.get("extra_files", {})}.items()):
+            if prefix and not p.startswith(prefix + "/"):
+                continue
+            entry = {"type": "file", "path": p, "size": len(data)}
+            if is_lfs(p, data):
+                ptr = lfs_pointer(data)
+                entry.update(oid=git_sha1(ptr), lfs={"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                                      "pointerSize": len(ptr)})
+            else:
+                entry["oid"] = git_sha1(data)
+            out.append(entry)
+        self._json(out)
 
     def resolve(self, m, query, body):
         repo_type = {"datasets/": "dataset", "spaces/": "space"}.get(m.group(1) or "", "model")
@@ -286,15 +311,17 @@ class _Handler(BaseHTTPRequestHandler):
         sha = self._commit_of(repo, m.group(3))
         self._check_gate(repo)
         path = m.group(4)
-        data = repo.commits[sha].get(path)
+        data = repo.commits[sha].get(path, self.hub.tamper.get("extra_files", {}).get(path))
+        shown = str(self.hub.tamper.get("commit_header", sha))
         if data is None:
-            raise _HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": sha})
-        headers = {"X-Repo-Commit": sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+            raise _HubError(404, "Entry not found", "EntryNotFound", {"X-Repo-Commit": shown})
+        headers = {"X-Repo-Commit": shown, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+        etag = self.hub.tamper.get("etag")
         if is_lfs(path, data):
             headers.update({"ETag": f'"{git_sha1(lfs_pointer(data))}"',
-                            "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": len(data)})
+                            "X-Linked-Etag": f'"{etag or hashlib.sha256(data).hexdigest()}"', "X-Linked-Size": len(data)})
         else:
-            headers["ETag"] = f'"{git_sha1(data)}"'
+            headers["ETag"] = f'"{etag or git_sha1(data)}"'
         if self.command == "HEAD":
             return self._send(200, data, headers, head=True)
         fault = self.hub.faults.get(path)
@@ -422,6 +449,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 _ROUTES = [
     (rf"^/api/(models|datasets|spaces)/{_REPO}(?:/revision/([^/]+))?$", "GET", _Handler.info),
+    (rf"^/api/(models|datasets|spaces)/{_REPO}/tree/([^/]+)(/.*)?$", "GET", _Handler.tree),
     (rf"^/(datasets/|spaces/)?{_REPO}/resolve/([^/]+)/(.+)$", "GET", _Handler.resolve),
     (rf"^/(datasets/|spaces/)?{_REPO}/resolve/([^/]+)/(.+)$", "HEAD", _Handler.resolve),
     (r"^/api/repos/create$", "POST", _Handler.create_repo),

@@ -228,7 +228,9 @@ REPAIR_RACE_WRITER = """
 def test_repair_never_deletes_a_live_writers_files(tmp_path):
     root = tmp_path / "reg"
     reg = Registry(root)
-    (reg.tmp_dir / "dead.1.00000000.h5.part").write_bytes(b"left by a killed writer")
+    reg.put("seed", {}, {"a": np.zeros(2)})
+    (reg.tmp_dir / "dead.1.00000000.h5.part").write_bytes(b"left by a killed writer of an earlier version")
+    (reg.tmp_dir / "dead2.w9.00000000.h5.part").write_bytes(b"left by a killed writer in slot 9")
     go = tmp_path / "go"
     proc = spawn(tmp_path, "writer", REPAIR_RACE_WRITER, root, 2.5, go)
     assert proc.stdout.readline().strip() == "ready"
@@ -240,8 +242,8 @@ def test_repair_never_deletes_a_live_writers_files(tmp_path):
     out, err = proc.communicate(timeout=120)
     rep = json.loads(out.strip().splitlines()[-1])
     assert rep["failures"] == 0 and rep["writes"] > 3, (rep, err)
-    assert removed == ["dead.1.00000000.h5.part"]
-    assert len(reg.names()) == rep["writes"] and all(reg.verify(n) == [] for n in reg.names())
+    assert sorted(removed) == ["dead.1.00000000.h5.part", "dead2.w9.00000000.h5.part"]
+    assert len(reg.names()) == rep["writes"] + 1 and all(reg.verify(n) == [] for n in reg.names())
 
 
 INDEX_USER = """

@@ -220,8 +220,10 @@ def test_registry_root_checks(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     r = Registry(empty)
-    assert json.loads((empty / "registry.json").read_text())["format"] == "vdna-registry"
-    assert r.names() == []
+    assert not r.exists and list(empty.iterdir()) == [] and r.names() == []  # opening writes nothing
+    r.put("first", {}, {"a": np.zeros(2)})  # the first write creates it
+    assert r.exists and json.loads((empty / "registry.json").read_text())["format"] == "vdna-registry"
+    assert r.names() == ["first"] and Registry(empty, create=False).names() == ["first"]
 
 
 def test_leftover_part_files_are_reported_and_never_entries(reg):

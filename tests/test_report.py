@@ -132,10 +132,10 @@ def test_groups_hide_nothing_and_agree_with_nearest(tutorial, tmp_path):
     import shutil
 
     cat = Catalog(tmp_path / "reg")
+    cat.put("other-1", _synthetic(seed=1))  # the first write creates the registry
+    cat.put("other-2", _synthetic(seed=2))
     for name in tutorial.names():
         shutil.copy(tutorial.registry.entries_dir / f"{name}.h5", cat.registry.entries_dir / f"{name}.h5")
-    cat.put("other-1", _synthetic(seed=1))
-    cat.put("other-2", _synthetic(seed=2))
     cat.put("gauss-only", _synthetic(extractor="efficientnet-lite0", kinds=("gauss",),
                                      layers=dict(tutorial.get("digits-a").layers)))
     (cat.registry.entries_dir / "broken.h5").write_bytes(b"not an HDF5 file")

@@ -12,7 +12,7 @@ from vdnacli import dna as dna_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
 from vdnacli.errors import FormatError, IncompatibleDNAError
-from vdnacli.integrity import meta_problem
+from vdnacli.integrity import meta_problem, refuse_insane
 from vdnacli.sketch import sketch_dna_hist
 
 
@@ -65,10 +65,18 @@ class Catalog:
         write if another process changed the entry meanwhile (read-modify-write, --append)."""
         validate_name(name)
         dna.meta["name"] = name
+        refuse_insane(dna.meta, {f"hist/{l}": h for l, h in (dna.hist or {}).items()}, f"DNA '{name}'")
+        meta, arrays = self.entry(dna)
+        self.registry.put(name, meta, arrays, replace=replace, expect=expect)
+
+    @staticmethod
+    def entry(dna: DNA) -> tuple[dict, dict]:
+        """(meta, arrays) as the registry stores a DNA: its arrays plus the nearest-search sketch
+        (for group commits through `registry.put_many`, e.g. a pull)."""
         arrays = dna_mod.to_arrays(dna)
         if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
-        self.registry.put(name, dna.meta, arrays, replace=replace, expect=expect)
+        return dna.meta, arrays
 
     def add(self, name: str, images, replace: bool = False, **compute_kwargs) -> DNA:
         """Compute the DNA of `images` (anything vdnacli.compute takes) and store it as `name`.

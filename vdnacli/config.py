@@ -6,14 +6,24 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from vdnacli.env import truthy
 from vdnacli.errors import ConfigError
 
 CONFIG_FILE = "vdna.yaml"
 
 
 def default_registry_path() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "vdna" / "registry"
+    """The per-user registry: platformdirs' user data folder (~/.local/share/vdna/registry on Linux,
+    honouring XDG_DATA_HOME; ~/Library/Application Support/vdna/registry on macOS; %LOCALAPPDATA%\\vdna
+    on Windows). A registry at the place earlier versions used (~/.local/share/vdna/registry, built by
+    hand) keeps being used where that differs and the new place holds none."""
+    import platformdirs
+
+    new = Path(platformdirs.user_data_dir("vdna", appauthor=False)) / "registry"
+    old = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "vdna" / "registry"
+    if old != new and (old / "registry.json").is_file() and not (new / "registry.json").is_file():
+        return old
+    return new
 
 
 def default_workers() -> int:
@@ -32,8 +42,11 @@ class Settings:
     bins: int = 1000
     hub_repo: str | None = None
     offline: bool = False
+    # where the registry setting came from: "flag", "env", the vdna.yaml path, or "default"
+    registry_from: str = field(default="default", compare=False)
 
 
+# Settings.registry_from is provenance, not a setting: the settings are the keys of _ENV
 _ENV = {
     "registry": "VDNA_REGISTRY",
     "extractor": "VDNA_EXTRACTOR",
@@ -57,7 +70,7 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings")
-    known = {f.name for f in fields(Settings)}
+    known = {f.name for f in fields(Settings) if f.name in _ENV}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; see vdna.yaml.example")
@@ -71,9 +84,7 @@ def _coerce(name: str, value: Any) -> Any:
             if value < (0 if name == "workers" else 1):
                 raise ValueError
         elif name == "offline":
-            if isinstance(value, str):
-                value = value.strip().lower() in ("1", "true", "yes", "on")
-            value = bool(value)
+            value = truthy(value)
         elif name == "registry":
             value = Path(str(value)).expanduser()
         elif value is not None:
@@ -89,12 +100,15 @@ def load_settings(cwd: Path | None = None, **flags: Any) -> Settings:
     file_values = _read_yaml(cwd / CONFIG_FILE)
     resolved: dict[str, Any] = {}
     for f in fields(Settings):
+        if f.name not in _ENV:
+            continue
+        source = "default"
         if flags.get(f.name) is not None:
-            value = flags[f.name]
+            value, source = flags[f.name], "flag"
         elif os.environ.get(_ENV[f.name]):
-            value = os.environ[_ENV[f.name]]
+            value, source = os.environ[_ENV[f.name]], "env"
         elif f.name in file_values:
-            value = file_values[f.name]
+            value, source = file_values[f.name], str(cwd / CONFIG_FILE)
             if f.name == "registry" and not Path(str(value)).expanduser().is_absolute():
                 value = cwd / str(value)
         elif f.name == "registry":
@@ -102,6 +116,11 @@ def load_settings(cwd: Path | None = None, **flags: Any) -> Settings:
         else:
             continue
         resolved[f.name] = _coerce(f.name, value)
+        if f.name == "registry":
+            resolved["registry_from"] = source
     if "HF_HUB_OFFLINE" in os.environ and flags.get("offline") is None and "offline" not in resolved:
         resolved["offline"] = _coerce("offline", os.environ["HF_HUB_OFFLINE"])
     return Settings(**resolved)
+
+
+SETTING_NAMES = tuple(_ENV)  # what vdna.yaml may set

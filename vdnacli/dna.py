@@ -346,6 +346,8 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
                 raise FormatError(f"histogram of layer {layer!r} is missing or not an integer [{n}, {bins}] array")
             if h.size and h.min() < 0:
                 raise FormatError(f"histogram of layer {layer!r} has negative counts")
+            if h.dtype == np.uint64 and h.size and h.max() > np.iinfo(np.int64).max:  # would wrap to negative
+                raise FormatError(f"histogram of layer {layer!r} has counts above int64 max")
             hist[layer] = h.astype(np.int64, copy=False)
     if "gauss" in kinds:
         gauss = {}

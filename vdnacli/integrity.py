@@ -1,5 +1,10 @@
 """Integrity of stored DNAs: what `vdna verify` checks in each entry, and `--repair`.
 
+Sizes and numbers first (also at the import / pull boundary): the declared size of every
+array is capped by what the DNA's own metadata allows (neurons x bins x 8 bytes for a
+histogram, ...; `entry_caps`) before anything is read; image counts lie in [0, 2^53),
+counts in [0, int64 max], bins in [1, 100,000] (`meta_problem`, `count_problems`).
+
 Storage level (registry): every array against its sha256 (values, dtype, shape), no array
 without a checksum and no checksum without its array, plain numeric datasets only.
 DNA level (here): the shapes the metadata promises, no negative counts, no NaN or
@@ -20,9 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from registry import Registry
+from registry import Caps, Registry
 from vdnacli import dna as dna_mod
-from vdnacli.errors import VdnaError
+from vdnacli.errors import FormatError, VdnaError
+
+MAX_IMAGES = 2**53 - 1  # image counts are exact in float64 below 2^53
+MAX_COUNT = np.iinfo(np.int64).max  # histogram counts are int64 once read
+MAX_BINS = 100_000
+MAX_NEURONS = 1 << 22  # per layer; the largest real layer has a few thousand
+_MIB = 1 << 20
+_OTHER_ARRAY = 64 * _MIB  # arrays the DNA format does not name (e.g. additions of later versions)
 
 
 @dataclass
@@ -51,12 +63,71 @@ def meta_problem(meta) -> str | None:
         return "metadata 'layers' must be a list of [name, neurons] pairs"
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
         return "metadata 'kinds' must be a list of names"
-    if type(meta.get("num_images")) is not int or meta["num_images"] < 0:
-        return "metadata 'num_images' must be a non-negative integer"
+    if any(x[1] > MAX_NEURONS for x in layers):
+        return f"metadata 'layers' declares more than {MAX_NEURONS:,} neurons in a layer"
+    n = meta.get("num_images")
+    if type(n) is not int or not 0 <= n <= MAX_IMAGES:
+        return "metadata 'num_images' must be an integer in [0, 2^53)"
     bins = meta.get("bins")
-    if bins is not None and (type(bins) is not int or not 0 <= bins <= 1_000_000):
-        return "metadata 'bins' must be an integer"
+    if bins is not None and (type(bins) is not int or not 1 <= bins <= MAX_BINS):
+        return f"metadata 'bins' must be an integer in [1, {MAX_BINS:,}]"
+    if "hist" in kinds and bins is None:
+        return "metadata 'bins' is missing for a DNA with histograms"
     return None
+
+
+def entry_caps(meta) -> Caps:
+    """The largest declared sizes an entry may have, from its own metadata (layout.Caps): for a
+    DNA, neurons x bins x 8 bytes per histogram, neurons x 8 per Gaussian sum and kept range,
+    neurons^2 x 8 per layer Gaussian, 16 bytes per image hash, the sketch; for a mask, neurons x 8 per layer. An
+    entry whose metadata is malformed gets small caps (its problem is reported anyway)."""
+    per: dict[str, int] = {}
+    if isinstance(meta, dict) and meta.get("format") == "vdna-mask":
+        layers = meta.get("layers")
+        ok = isinstance(layers, list) and all(isinstance(x, list) and len(x) == 2 and type(x[1]) is int
+                                              and 0 < x[1] <= MAX_NEURONS for x in layers)
+        for l, n in layers if ok else []:
+            per[f"weights/{l}"] = n * 8
+    elif meta_problem(meta) is None:
+        bins = meta.get("bins") or 0
+        neurons = 0
+        for l, n in meta["layers"]:
+            neurons += n
+            per[f"hist/{l}"] = n * bins * 8
+            for kind in ("gauss", "layer_gauss"):
+                per[f"{kind}/{l}/count"] = 8
+                per[f"{kind}/{l}/sum"] = n * 8
+            per[f"gauss/{l}/sumsq"] = n * 8
+            per[f"ranges/{l}/min"] = per[f"ranges/{l}/max"] = n * 8  # the activation ranges a DNA keeps
+            if "layer-gauss" in meta["kinds"]:
+                per[f"layer_gauss/{l}/outer"] = n * n * 8
+        per["images/hashes"] = min(meta["num_images"], 1 << 36) * 16
+        per["sketch/mean"] = neurons * 8
+        per["sketch/quantiles"] = neurons * 64 * 2
+    total = sum(per.values()) + 4 * _OTHER_ARRAY
+    return Caps(total=total + total // 20, per_key={k: v + 4096 for k, v in per.items()}, default=_OTHER_ARRAY)
+
+
+def count_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
+    """Numbers out of range in a DNA's arrays: histogram counts above int64 max (a uint64 array
+    would pass a negative check and wrap), Gaussian image counts outside [0, 2^53)."""
+    problems = []
+    for key, a in arrays.items():
+        if key.startswith("hist/") and a.dtype.kind == "u" and a.size and int(a.max()) > MAX_COUNT:
+            problems.append(f"{key} has counts above {MAX_COUNT} (int64 max)")
+        if key.endswith("/count") and a.size and a.dtype.kind in "iu":
+            c = int(a.reshape(-1)[0])
+            if not 0 <= c <= MAX_IMAGES:
+                problems.append(f"{key} is {c}, outside [0, 2^53)")
+    return problems
+
+
+def refuse_insane(meta: dict, arrays: dict[str, np.ndarray], where: str) -> None:
+    """FormatError unless a DNA's metadata and numbers are sane (the import / pull boundary)."""
+    bad = meta_problem(meta)
+    problems = [bad] if bad else count_problems(meta, arrays)
+    if problems:
+        raise FormatError(f"{where}: {problems[0]}")
 
 
 def dna_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
@@ -64,6 +135,9 @@ def dna_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
     bad = meta_problem(meta)
     if bad:
         return [bad]
+    numbers = count_problems(meta, arrays)
+    if numbers:
+        return numbers
     try:
         dna = dna_mod.from_arrays(meta, arrays)
     except VdnaError as e:
@@ -134,8 +208,12 @@ def _sketch_problems(dna, arrays) -> list[str]:
 
 
 def check_entry(registry: Registry, name: str) -> list[str]:
-    """Every problem of one stored DNA: storage (checksums), then DNA consistency; one read."""
-    return registry.verify(name, check=dna_problems)
+    """Every problem of one stored DNA: sizes within its metadata's caps, storage (checksums),
+    then DNA consistency; one read, one array at a time. Never raises for a broken entry."""
+    try:
+        return registry.verify(name, check=dna_problems, caps=entry_caps)
+    except Exception as e:  # noqa: BLE001  a broken entry is reported, and the next one is checked
+        return [f"cannot be checked ({type(e).__name__}: {str(e)[:200]})"]
 
 
 def verify_catalog(catalog, repair: bool = False) -> VerifyReport:
@@ -145,10 +223,10 @@ def verify_catalog(catalog, repair: bool = False) -> VerifyReport:
     registries = [("", catalog.registry)]
     masks_root = Path(catalog.registry.root) / "masks"
     if (masks_root / "registry.json").exists():
-        registries.append(("mask:", Registry(masks_root)))
+        registries.append(("mask:", Registry(masks_root, create=False)))
     for prefix, reg in registries:
         for name in reg.names():
-            problems = check_entry(reg, name) if not prefix else reg.verify(name)
+            problems = check_entry(reg, name) if not prefix else _check_mask(reg, name)
             if problems and name not in reg:
                 continue  # removed by another process while being checked: not damage
             report.entries += 1
@@ -160,3 +238,10 @@ def verify_catalog(catalog, repair: bool = False) -> VerifyReport:
     if repair:
         report.leftovers = report.removed + report.leftovers
     return report
+
+
+def _check_mask(reg: Registry, name: str) -> list[str]:
+    try:
+        return reg.verify(name, caps=entry_caps)
+    except Exception as e:  # noqa: BLE001
+        return [f"cannot be checked ({type(e).__name__}: {str(e)[:200]})"]

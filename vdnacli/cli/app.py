@@ -53,7 +53,9 @@ def main() -> None:
     from registry import RegistryError
     from vdnacli.errors import VdnaError
 
-    debug = os.environ.get("VDNA_DEBUG") == "1" or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
+    from vdnacli.env import flag
+
+    debug = flag("VDNA_DEBUG") or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
     try:
         app()
     except (VdnaError, RegistryError) as e:

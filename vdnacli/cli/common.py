@@ -1,19 +1,37 @@
 """Helpers shared by the command modules: settings and the catalog they open."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from vdnacli.config import Settings, load_settings
+from vdnacli.config import CONFIG_FILE, Settings, load_settings
+
+_noted: set[str] = set()
 
 
 def settings(**flags) -> Settings:
-    return load_settings(**flags)
+    """Resolved settings; a registry chosen by a vdna.yaml is named on stderr (once per process),
+    so a vdna.yaml in an untrusted folder cannot redirect the registry silently."""
+    s = load_settings(**flags)
+    if s.registry_from.endswith(CONFIG_FILE) and str(s.registry) not in _noted:
+        _noted.add(str(s.registry))
+        where = Path(s.registry_from)
+        shown = f"./{CONFIG_FILE}" if where.parent == Path.cwd() else str(where)
+        print(f"using registry {s.registry} from {shown}", file=sys.stderr)
+    return s
 
 
-def open_catalog(registry: Path | None):
+def open_catalog(registry: Path | None, create: bool = False):
+    """The catalog at --registry (or the settings' registry). Read commands (the default) refuse a
+    path that holds no registry ("no registry at PATH"); commands that store (add, import, pull,
+    demo) pass create=True, and the registry is then created by their first write."""
+    from registry import Registry
     from vdnacli.catalog import Catalog
 
-    return Catalog(settings(registry=registry).registry)
+    root = settings(registry=registry).registry
+    if not create:
+        Registry(root, create=False)  # RegistryNotFoundError: one line naming the path
+    return Catalog(root)
 
 
 def split_csv(values: list[str] | None) -> list[str] | None:

@@ -102,7 +102,7 @@ def add_cmd(
     s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins,
                  offline=offline or None)
     out = Output(json=json, quiet=quiet)
-    cat = open_catalog(s.registry)
+    cat = open_catalog(s.registry, create=True)
     if append and like:
         raise ConfigError("--append computes with the entry's own settings; --like does not apply")
     if recipe is not None and recipe not in RECIPES:
@@ -221,7 +221,7 @@ def demo_cmd(
     from vdnacli.demo import run_demo
 
     s = settings(registry=registry, device=device)
-    cat = open_catalog(s.registry)
+    cat = open_catalog(s.registry, create=True)
     out = Output(json=json, quiet=quiet)
     out.note(f"registry: {cat.root}")
 

@@ -134,7 +134,7 @@ def import_cmd(
     from registry import EntryExistsError
     from vdnacli.interop import import_upstream
 
-    cat = open_catalog(registry)
+    cat = open_catalog(registry, create=True)
     stem = path.with_suffix("") if path.suffix in (".json", ".npz") else path
     name = name or stem.name
     if not replace and name in cat.registry:

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vdnacli.cli.common import settings
+from vdnacli.cli.common import open_catalog, settings
 from vdnacli.cli.options import JsonOpt, RegistryOpt
 from vdnacli.cli.output import Output
 
@@ -35,11 +35,10 @@ def pull_cmd(
 
     Example: vdna pull bramtoula/ffhq-mugs --name ffhq
     """
-    from vdnacli.catalog import Catalog
     from vdnacli.hub import pull
 
     s = settings(registry=registry, offline=True if offline else None)
-    report = pull(Catalog(s.registry), repo_id, path=path, name=name, revision=revision, repo_type=repo_type,
+    report = pull(open_catalog(s.registry, create=True), repo_id, path=path, name=name, revision=revision, repo_type=repo_type,
                   offline=s.offline, replace=replace)
     out = _emit_report(report, json)
     if json:
@@ -76,7 +75,6 @@ def push_cmd(
 
     Example: vdna push ffhq me/ffhq-dna --private
     """
-    from vdnacli.catalog import Catalog
     from vdnacli.errors import ConfigError
     from vdnacli.hub import HubOfflineError, push
 
@@ -87,7 +85,7 @@ def push_cmd(
     if s.offline:
         raise HubOfflineError("pushing needs the network but offline mode is on (HF_HUB_OFFLINE / VDNA_OFFLINE / "
                               "offline in vdna.yaml): turn it off and push again")
-    report = push(Catalog(s.registry), name, repo_id, private=private, revision=revision,
+    report = push(open_catalog(s.registry), name, repo_id, private=private, revision=revision,
                   include_filenames=include_filenames, with_masks=with_masks, repo_type=repo_type,
                   with_thumbnails=with_thumbnails)
     out = _emit_report(report, json)

@@ -15,27 +15,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from vdnacli.env import hf_cache_dir, is_offline  # noqa: F401  (is_offline: also used by extractors.loaded)
 from vdnacli.errors import ExtractorError
 from vdnacli.extractors.spec import ExtractorSpec, HubFile, WeightsSource
-
-_TRUE = ("1", "true", "yes", "on")
-
-
-def is_offline(flag: bool | None = None) -> bool:
-    """Offline if asked by flag, or by VDNA_OFFLINE / HF_HUB_OFFLINE in the environment."""
-    if flag:
-        return True
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("VDNA_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def hf_cache_dir() -> Path:
-    """huggingface_hub's cache folder, following HF_HUB_CACHE, then HF_HOME, as it documents."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "huggingface" / "hub"
 
 
 def torch_hub_checkpoints() -> Path:

@@ -20,7 +20,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 from vdnacli.errors import ConfigError, SourceError
@@ -78,35 +78,38 @@ class HubFile:
     endpoint: str
     cache_dir: str
     from_cache: bool
+    revision: str | None = None  # the branch or tag asked for: remembered in the cache for --offline
 
     @property
     def name(self) -> str:
         return printable(self.path)
 
     def download(self) -> str:
-        if self.from_cache:
-            from huggingface_hub.file_download import repo_folder_name
-
-            folder = repo_folder_name(repo_id=self.repo_id, repo_type="dataset")
-            local = Path(self.cache_dir) / folder / "snapshots" / self.commit / self.path
-            if not local.is_file():
-                raise OSError(errno.ENOENT, f"{self.path} is not in the HF cache (commit {self.commit[:12]})")
-            return str(local)
+        """The file's path in the HF cache, downloaded first unless the listing came from the
+        cache (then `local_files_only`: the library resolves the cache, nothing is fetched)."""
         from huggingface_hub import hf_hub_download
 
         try:
-            return hf_hub_download(self.repo_id, self.path, repo_type="dataset", revision=self.commit,
-                                   cache_dir=self.cache_dir, endpoint=self.endpoint)
+            local = hf_hub_download(self.repo_id, self.path, repo_type="dataset", revision=self.commit,
+                                    cache_dir=self.cache_dir, endpoint=self.endpoint, local_files_only=self.from_cache)
         except Exception as e:  # huggingface_hub and its HTTP stack raise many types
+            if self.from_cache:
+                raise OSError(errno.ENOENT, f"{self.path} is not in the HF cache (commit {self.commit[:12]})") from None
             text = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise OSError(errno.EIO, f"cannot download {self.path}: {text}") from None
+        if not self.from_cache and self.revision and self.revision != self.commit:
+            from vdnacli.hub.cache import remember_ref
+
+            # <storage>/snapshots/<commit>/<path>: revision -> commit, so --offline finds it later
+            remember_ref(Path(local).parents[len(PurePosixPath(self.path).parts) + 1], self.revision, self.commit)
+        return local
 
     def sibling_ref(self, text: str, name: str) -> Ref:
         """A file named by a cell of this table: relative to the table's folder in the repo."""
         rel = posixpath.normpath(posixpath.join(posixpath.dirname(self.path), text))
         check_repo_path(rel, self.path)
         return HubImageRef(name, HubFile(self.repo_id, self.commit, rel, self.endpoint, self.cache_dir,
-                                         self.from_cache))
+                                         self.from_cache, self.revision))
 
 
 @dataclass(frozen=True)
@@ -143,23 +146,30 @@ def _under(paths: list[str], sel: str) -> list[str]:
 
 
 def _listing(repo_id: str, revision: str | None, offline: bool):
-    from vdnacli.hub import HubOfflineError, _cached_listing, _hub_errors, _network_errors, _remember_ref, \
-        _remote_listing, hub_context
+    """(Hub context, listing) of a dataset repo through the Hub package's own verbs (errors,
+    offline-first fallback to the cache, the guard on the Hub's answers)."""
+    from huggingface_hub import HfApi
+
+    from vdnacli import __version__
+    from vdnacli.hub.cache import guard_session, hub_context, remember_ref
+    from vdnacli.hub.errors import HubOfflineError, hub_errors, network_errors
+    from vdnacli.hub.listing import cached_listing, remote_listing
 
     ctx = hub_context(offline)
-    with _hub_errors(ctx, repo_id, "dataset", revision):
+    with hub_errors(ctx, repo_id, "dataset", revision):
         if ctx.offline:
-            return ctx, _cached_listing(ctx, repo_id, "dataset", revision)
-        from huggingface_hub import HfApi
-
+            return ctx, cached_listing(ctx, repo_id, "dataset", revision)
+        guard_session()
         try:
-            listing = _remote_listing(HfApi(endpoint=ctx.endpoint), repo_id, "dataset", revision)
-        except _network_errors() as e:  # offline-first: a cached copy of the same revision will do
+            api = HfApi(endpoint=ctx.endpoint, library_name="vdna", library_version=__version__)
+            listing = remote_listing(api, repo_id, "dataset", revision)
+        except network_errors() as e:  # offline-first: a cached copy of the same revision will do
             try:
-                return ctx, _cached_listing(ctx, repo_id, "dataset", revision)
+                return ctx, cached_listing(ctx, repo_id, "dataset", revision)
             except HubOfflineError:
                 raise e from None
-        _remember_ref(ctx, repo_id, "dataset", revision, listing.commit)
+        if listing.storage is not None:
+            remember_ref(listing.storage, revision, listing.commit)
         return ctx, listing
 
 
@@ -195,7 +205,8 @@ def hub_source(spec: str, options: SourceOptions) -> Source:
     if kind is None:
         raise SourceError(f"no parquet, tar, image, CSV or JSONL files in {where}"
                           + (f" under {hs.path!r}" if hs.path else "") + (f" for split '{split}'" if split else ""))
-    files = [HubFile(hs.repo_id, listing.commit, p, ctx.endpoint, str(ctx.cache_dir), listing.from_cache)
+    files = [HubFile(hs.repo_id, listing.commit, p, ctx.endpoint, str(ctx.cache_dir), listing.from_cache,
+                     hs.revision or "main")
              for p in groups[kind]]
     origin = {"kind": "hf", "repo": hs.repo_id, "revision": hs.revision or "main", "commit": listing.commit,
               "split": split, "path": hs.path or None, "files": [f.path for f in files[:_MAX_FILES_RECORDED]],
