@@ -20,13 +20,23 @@ a file in place:
   segment override earlier ones.
 * A segment that cannot be read is ignored (its rows are recomputed) and deleted by the
   next writer; chunks carry fletcher32 checksums, and a row whose read fails is recomputed
-  from its entry. Failing to write (read-only registry, full disk, busy lock) only costs
-  speed: the rows computed for this query are used from memory.
+  from its entry. Failing to write (read-only registry, full disk, no permission, busy
+  lock) only costs speed: the rows computed for this query are used from memory, and
+  nothing is written at all when the disk has too little room left for the segment.
+
+Which rows are current is decided against a `Listing` of every entry's stamp. A full
+listing stats every entry file (~6 us each: 0.6 s at 100,000 entries), so the last full
+listing is kept in <registry>/index/listing.h5 with the stamp of the entries directory:
+every write of the registry renames a file into or out of entries/, which changes that
+stamp, so while it is unchanged the cached listing is the current one (see `Listing`).
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Mapping
@@ -45,6 +55,152 @@ _SEG_RE = re.compile(r"^seg-(\d{12})\.h5$")
 _MAX_SEGMENTS = 24
 _COPY_ROWS = 4096  # rows per block when merging segments (bounded memory)
 _LOCK_TIMEOUT = 15.0  # an index write is an optimisation: do not wait long for it
+_SPARE_BYTES = 64 << 20  # an index segment is written only if the disk keeps this much free besides it
+_LISTING = "listing.h5"
+_LISTING_FORMAT = "vdna-index-listing"
+_RACY_NS = 2_000_000_000  # a directory changed this recently may change again within its timestamp's tick
+
+
+def _unlink_quietly(path: Path) -> None:
+    """Remove a file if possible; a read-only or vanished directory is not an error here
+    (on a read-only filesystem even unlinking a missing file fails with EROFS)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _now_ns() -> int:
+    return time.time_ns()
+
+
+def _dir_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_ctime_ns
+
+
+class Listing:
+    """Every entry of a registry with the stamp of its file, as of one moment.
+
+    `current(registry)` returns the listing cached in index/listing.h5 when the entries
+    directory's own stamp (inode, mtime, ctime) equals the one recorded with it, and
+    otherwise lists and stats every entry (and caches the result, best effort). The
+    registry only ever changes entries/ by renaming a complete file in (add, replace) or
+    out (remove), and each rename updates the directory's mtime and ctime, so an unchanged
+    directory stamp means unchanged entries. Two guards:
+      * racy timestamps: a directory whose mtime is within 2 s of the listing's start could
+        be changed again within the same timestamp tick, so such a listing is not cached;
+      * files edited in place behind the registry's back (`cp` over an entry keeps its
+        inode and does not touch the directory): `verify()` re-stats every listed entry on
+        a background thread (os.stat releases the GIL) while the caller works with the
+        listing, and `ok()` says whether every stamp still matched; when one did not, the
+        caller drops the cache (`forget`) and starts again from a full listing.
+    """
+
+    def __init__(self, registry, names: list[str], stamps: dict, cached: bool):
+        self.registry, self.names, self.stamps, self.cached = registry, names, stamps, cached
+        self._checker = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.registry.root) / "index" / _LISTING
+
+    def verify(self) -> None:
+        """Start re-stating every entry of a cached listing in the background (see `ok`)."""
+        if not self.cached or self._checker is not None:
+            return
+        entries = self.registry.entries_dir
+        names, stamps, result = list(self.names), self.stamps, [None]
+
+        def run():
+            same = True
+            try:
+                for n in names:
+                    if entry_stamp(entries / f"{n}.h5") != stamps[n]:
+                        same = False
+                        break
+            except OSError:
+                same = False
+            result[0] = same
+
+        self._checker = (threading.Thread(target=run, name="vdna-listing-check", daemon=True), result)
+        self._checker[0].start()
+
+    def ok(self) -> bool:
+        """Whether the listing is current: always for a fresh one; for a cached one, whether
+        every entry still had its recorded stamp when `verify` looked (waits for it)."""
+        if not self.cached:
+            return True
+        self.verify()
+        thread, result = self._checker
+        thread.join()
+        return bool(result[0])
+
+    def forget(self) -> None:
+        _unlink_quietly(self.path)
+
+    @classmethod
+    def current(cls, registry, fresh: bool = False) -> "Listing":
+        entries = registry.entries_dir
+        before = _dir_stamp(entries)
+        path = Path(registry.root) / "index" / _LISTING
+        if before is not None and not fresh:
+            cached = cls._read(registry, path, before)
+            if cached is not None:
+                return cached
+        start = _now_ns()
+        names = registry.names()
+        stamps = {}
+        for n in names:
+            st = entry_stamp(entries / f"{n}.h5")
+            if st is not None:
+                stamps[n] = st
+        names = [n for n in names if n in stamps]
+        listing = cls(registry, names, stamps, cached=False)
+        after = _dir_stamp(entries)
+        if before is not None and before == after and max(before[1], before[2]) < start - _RACY_NS:
+            listing._write(path, before)
+        return listing
+
+    @classmethod
+    def _read(cls, registry, path: Path, dir_stamp) -> "Listing | None":
+        try:
+            with h5py.File(path, "r", locking=False) as f:
+                if f.attrs.get("format") != _LISTING_FORMAT or int(f.attrs.get("version", -1)) != _VERSION:
+                    return None
+                if tuple(int(x) for x in f.attrs["dir_stamp"]) != tuple(dir_stamp):
+                    return None
+                raw = f["names"][()]
+                stamps = f["stamps"][()]
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError):
+            return None  # missing, damaged or of another version: list again
+        if stamps.shape != (raw.shape[0], 4):
+            return None
+        names = [n.decode("utf-8", "replace") for n in raw.tolist()]
+        return cls(registry, names, dict(zip(names, map(tuple, stamps.tolist()))), cached=True)
+
+    def _write(self, path: Path, dir_stamp) -> None:
+        """Cache this listing (best effort: a read-only or full registry just lists again next time)."""
+        tmp = Path(self.registry.tmp_dir) / f"listing.{os.getpid()}.{uuid.uuid4().hex[:8]}.h5.part"
+        try:
+            if shutil.disk_usage(self.registry.tmp_dir).free < _SPARE_BYTES + 200 * len(self.names):
+                return
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with h5py.File(tmp, "w", locking=False) as f:
+                f.attrs["format"] = _LISTING_FORMAT
+                f.attrs["version"] = _VERSION
+                f.attrs["dir_stamp"] = np.asarray(dir_stamp, dtype=np.int64)
+                f.create_dataset("names", data=np.array([n.encode() for n in self.names], dtype=_NAME_DTYPE))
+                f.create_dataset("stamps", data=np.array([self.stamps[n] for n in self.names],
+                                                         dtype=np.int64).reshape(len(self.names), 4))
+            os.replace(tmp, path)  # no fsync: a torn cache after a crash reads as damaged and is rebuilt
+        except (OSError, RuntimeError, ValueError):
+            pass
+        finally:
+            _unlink_quietly(tmp)
 
 class _Segment:
     """One segment: an open read-only HDF5 file, or rows held in memory."""
@@ -126,7 +282,7 @@ class SideIndex:
         try:
             if f.attrs.get("format") != _FORMAT or int(f.attrs.get("version", -1)) != _VERSION:
                 raise ValueError("not a segment of this version")
-            names = [n.decode("utf-8", "replace") for n in f["names"][()]]
+            names = [n.decode("utf-8", "replace") for n in f["names"][()].tolist()]
             stamps = f["stamps"][()]
             if stamps.shape != (len(names), 4):
                 raise ValueError("stamps do not match names")
@@ -167,9 +323,9 @@ class SideIndex:
             self._add_rows(s, int(off))
 
     def _add_rows(self, seg: _Segment, offset: int) -> None:
-        for i, (name, st) in enumerate(zip(seg.names, seg.stamps)):
+        for i, (name, st) in enumerate(zip(seg.names, seg.stamps.tolist()), start=offset):
             if name:
-                self._rows[name] = (offset + i, tuple(int(x) for x in st))
+                self._rows[name] = (i, tuple(st))
 
     def _append_segment(self, seg: _Segment) -> None:
         offset = int(self._offsets[-1])
@@ -178,11 +334,18 @@ class SideIndex:
         self._add_rows(seg, offset)
 
     # -- public API --------------------------------------------------------------------
-    def sync(self, names: list[str], compute: Callable[[str], Mapping[str, np.ndarray] | None]) -> dict[str, int]:
-        """Bring rows for `names` up to date; returns {name: row} of the usable rows."""
+    def sync(self, names: list[str], compute: Callable[[str], Mapping[str, np.ndarray] | None],
+             listing: Listing | None = None) -> dict[str, int]:
+        """Bring rows for `names` up to date; returns {name: row} of the usable rows.
+
+        Rows are current when they carry the entry's stamp, taken from `listing` when given
+        (one stat pass, or none, shared by every index a query uses), else stat'ed here."""
         self._compute = compute
         self._load()
-        current = {n: entry_stamp(self.registry.entries_dir / f"{n}.h5") for n in names}
+        if listing is not None:
+            current = {n: listing.stamps.get(n) for n in names}
+        else:
+            current = {n: entry_stamp(self.registry.entries_dir / f"{n}.h5") for n in names}
         stale = [n for n in names if current[n] is not None and self._rows.get(n, (None, None))[1] != current[n]]
         if stale:
             fresh = self._compute_rows(stale, current)
@@ -290,23 +453,35 @@ class SideIndex:
         fsync_dir(self.dir)
         return final
 
+    def _room_for(self, rows: int) -> bool:
+        """Whether the disk keeps _SPARE_BYTES free after writing a segment of `rows` rows:
+        HDF5 must never meet a full disk mid-write."""
+        row_bytes = sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype in self.fields.values())
+        try:
+            free = shutil.disk_usage(self.registry.tmp_dir).free
+        except OSError:
+            return False
+        return free > _SPARE_BYTES + rows * (row_bytes + 160)
+
     def _persist(self, seg: _Segment | None) -> None:
         """Store new rows as a segment, drop damaged segments, compact (best effort)."""
         tmp = self._tmp()
         try:
+            if seg is not None and not self._room_for(len(seg)):
+                return
             with FileLock(Path(self.registry.root) / ".lock", timeout=_LOCK_TIMEOUT):
                 self.dir.mkdir(parents=True, exist_ok=True)
                 if seg is not None:
                     self._write_segment(tmp, seg.names, seg.stamps, lambda k, ds: ds.write_direct(seg.data[k]))
                     self._publish(tmp)
                 for p in set(self._bad):
-                    p.unlink(missing_ok=True)
-                (self.dir.parent / f"{self.key}.h5").unlink(missing_ok=True)  # single-file index of earlier versions
+                    _unlink_quietly(p)
+                _unlink_quietly(self.dir.parent / f"{self.key}.h5")  # single-file index of earlier versions
                 self._compact()
-        except (OSError, RuntimeError, RegistryError):
+        except (OSError, RuntimeError, ValueError, RegistryError):
             pass  # a cache that cannot be written only costs speed; rows of this query stay in memory
         finally:
-            tmp.unlink(missing_ok=True)
+            _unlink_quietly(tmp)
 
     def _compact(self) -> None:
         """Merge the newest segments while they outnumber the one before (lock held)."""
@@ -322,7 +497,7 @@ class SideIndex:
             else:
                 while k < len(segs) and len(segs[-k - 1]) <= sum(len(s) for s in segs[-k:]):
                     k += 1
-            if k >= 2:
+            if k >= 2 and self._room_for(sum(len(s) for s in segs[-k:])):
                 self._merge(segs[-k:])
         finally:
             for s in segs:
@@ -357,7 +532,7 @@ class SideIndex:
                 self._write_segment(tmp, names, stamps, fill)
                 self._publish(tmp)
             finally:
-                tmp.unlink(missing_ok=True)
+                _unlink_quietly(tmp)
         for s in segs:
-            s.path.unlink(missing_ok=True)
+            _unlink_quietly(s.path)
         fsync_dir(self.dir)

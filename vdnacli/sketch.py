@@ -9,12 +9,20 @@ EMD = ∫₀¹ |Q₁(p) − Q₂(p)| dp. A sketch keeps, per neuron,
 Both bounds are exact (integer quantiles computed from integer cumulative counts), so a
 search that re-ranks by exact EMD until the bound exceeds the K-th best distance returns
 exactly the brute-force top K.
+
+A coarser sketch, for the first scan over a large catalog, sums the means over groups of
+at most GROUP consecutive neurons of one layer:
+  groups:    S_g = sum of the means of group g (float32)
+For weights w_i >= 0, sum_i w_i |d_i| >= sum_g (min_{i in g} w_i) |sum_{i in g} d_i| (within a
+group, sum |d_i| >= |sum d_i|), so sum_g m_g |S1_g - S2_g| <= EMD_W: a group with an
+unselected (zero-weight) neuron contributes nothing, a fully selected one its minimum weight.
 """
 from __future__ import annotations
 
 import numpy as np
 
 QUANTILES = 32
+GROUP = 32  # neurons per group of the coarse sketch (at most; groups never cross layers)
 
 
 def sketch_counts(h: np.ndarray, q: int = QUANTILES) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +45,60 @@ def sketch_counts(h: np.ndarray, q: int = QUANTILES) -> tuple[np.ndarray, np.nda
 def sketch_dna_hist(hist: dict[str, np.ndarray], q: int = QUANTILES) -> tuple[np.ndarray, np.ndarray]:
     parts = [sketch_counts(h, q) for h in hist.values()]
     return np.concatenate([m for m, _ in parts]), np.concatenate([x for _, x in parts])
+
+
+def group_starts(layer_sizes, size: int = GROUP) -> np.ndarray:
+    """Offsets (in the concatenated neuron order) where each group starts: every layer of k
+    neurons is cut into ceil(k / size) runs of near-equal length. A pure function of the
+    layer sizes, so every entry with the same layers has the same groups."""
+    starts, offset = [], 0
+    for k in layer_sizes:
+        k = int(k)
+        n = -(-k // size)
+        starts.append(offset + (np.arange(n, dtype=np.int64) * k) // max(n, 1))
+        offset += k
+    return np.concatenate(starts) if starts else np.zeros(0, dtype=np.int64)
+
+
+def group_sums(mean: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """[..., G] float32 sums of the (float32) neuron means over each group, added in float64."""
+    if starts.size == 0:
+        return np.zeros((*mean.shape[:-1], 0), dtype=np.float32)
+    return np.add.reduceat(np.asarray(mean, dtype=np.float64), starts, axis=-1).astype(np.float32)
+
+
+def group_weights(w_all: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Each group's smallest neuron weight (w_all: every neuron's weight, 0 where unselected)."""
+    if starts.size == 0:
+        return np.zeros(0)
+    return np.minimum.reduceat(np.asarray(w_all, dtype=np.float64), starts)
+
+
+def _gap(q: np.ndarray, rows: np.ndarray, rel: float) -> np.ndarray:
+    """|q - row| in float32, lowered so that it never exceeds the gap between the exact values
+    that q and rows round: each operand is within |value| * rel of its exact value, |row|
+    <= |q| + d, and the float32 operations here add a few 2^-24 more; the slack
+    (2|q| + d) * 4 rel covers all of it."""
+    q = np.asarray(q, dtype=np.float32)
+    d = np.subtract(np.asarray(rows, dtype=np.float32), q)
+    np.abs(d, out=d)
+    d *= np.float32(1 - 4 * rel)
+    d -= np.abs(q) * np.float32(8 * rel) + np.float32(1e-9)
+    return np.maximum(d, np.float32(0), out=d)
+
+
+def group_bound(qgroups: np.ndarray, groups: np.ndarray, mg: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Per-entry lower bound of EMD_W from the group sums [E, G] (mg: group_weights).
+
+    A stored group sum is within 2^-23 of its sum of exact means (the float32 rounding of
+    each mean and of the sum; the float64 additions are negligible), hence rel = 2^-23."""
+    m32 = np.asarray(mg, dtype=np.float32) * np.float32(_sum_slack(0))
+    keep = np.flatnonzero(m32 > 0)
+    qg, m32 = np.asarray(qgroups)[keep], m32[keep]
+    out = np.empty(groups.shape[0])
+    for start in range(0, groups.shape[0], chunk):
+        out[start : start + chunk] = _gap(qg, groups[start : start + chunk, keep], 2.0**-23) @ m32
+    return out * _sum_slack(keep.size)
 
 
 def _mean_gap(qmean: np.ndarray, means: np.ndarray) -> np.ndarray:
