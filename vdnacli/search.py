@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 
 from registry import RegistryError
-from registry.index import Listing, SideIndex
+from registry.index import Listing, SideIndex, decode_names, encode_names
 from vdnacli.distances import make_selection, weighted
 from vdnacli.dna import current_meta, must_match
 from vdnacli.emd_query import QueryCDF
@@ -71,18 +71,26 @@ def comparable_meta(a: dict, b: dict) -> bool:
     return compat_key(a) == compat_key(b) and _shas_match(_sha_rows(a), _sha_rows(b))
 
 
-def _compat_index(catalog) -> SideIndex:
-    return SideIndex(catalog.registry, "compat-v3", {"key": ((16,), "uint8"), "has_hist": ((), "uint8"),
-                                                     "shas": ((len(_SHAS), 32), "uint8")})
+def compat_index(registry) -> SideIndex:
+    """The side index of every entry's compatibility fields (one row per entry, any extractor)."""
+    return SideIndex(registry, "compat-v3", {"key": ((16,), "uint8"), "has_hist": ((), "uint8"),
+                                             "shas": ((len(_SHAS), 32), "uint8")})
 
 
-def _compat_rows(catalog, meta_of):
-    def compute(name):
-        meta = meta_of(name)
-        return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", [])),
-                "shas": _sha_rows(meta)}
+def compat_row(meta: dict) -> dict[str, np.ndarray]:
+    return {"key": np.frombuffer(compat_key(meta), dtype=np.uint8), "has_hist": int("hist" in meta.get("kinds", [])),
+            "shas": _sha_rows(meta)}
 
-    return compute
+
+def sketch_index(registry, meta: dict) -> SideIndex:
+    """The side index of the sketches of every entry comparable with `meta`: neuron means
+    (stage 1), quantiles (stage 2), group sums (stage 0), and the weights/ranges digests
+    that decide, per query, which of them are comparable."""
+    n_neurons = sum(int(k) for _, k in meta["layers"])
+    groups = group_starts([int(k) for _, k in meta["layers"]]).size
+    return SideIndex(registry, "sketch2-" + compat_key(meta).hex(),
+                     {"mean": ((n_neurons,), "float32"), "quantiles": ((n_neurons, QUANTILES + 1), "uint16"),
+                      "groups": ((groups,), "float32"), "shas": ((len(_SHAS), 32), "uint8")})
 
 
 def scan_mean_bounds(sindex: SideIndex, rows: list[int], qmean: np.ndarray, w: np.ndarray | None = None,
@@ -129,16 +137,23 @@ class _Clock:
         self.stage, self.t = stage, now
 
 
+class _StaleListing(Exception):
+    """An entry read in full no longer has the stamp of the cached listing."""
+
+
 def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=None, stats=None, weights=None):
     """The exact top K by EMD (see the module docstring); (results, skipped names)."""
     stats = stats if stats is not None else {}
     clock = _Clock(stats)
     clock("listing")
     listing = Listing.current(catalog.registry)
-    listing.verify()  # a cached listing is re-checked entry by entry meanwhile, on another thread
-    found = _search(catalog, listing, name, top, layers, neurons, candidates, stats, weights, clock)
-    clock("verify")
-    fine = listing.ok()
+    listing.verify()  # a small cached listing is re-checked entry by entry meanwhile, on another thread
+    try:
+        found = _search(catalog, listing, name, top, layers, neurons, candidates, stats, weights, clock)
+        clock("verify")
+        fine = listing.ok()
+    except _StaleListing:
+        fine = False
     clock(None)
     stats["listing_cached"] = listing.cached
     if fine:
@@ -159,53 +174,68 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
     query = catalog.get(name, ["hist"])
     query.require("hist")
     sel = make_selection(query.layers, layers, neurons)
-    names = [n for n in (candidates if candidates is not None else listing.names) if n != name]
+    skipped: list[str] = []
+    if candidates is None:  # the query stays in until the end: the index then matches the listing as a whole
+        names_b, stamps = listing.names_b, listing.stamps
+    else:  # in the order given (ties are taken in that order); a name that is no entry is skipped
+        cands = [n for n in dict.fromkeys(candidates) if n != name]
+        skipped += [n for n in cands if len(n.encode("utf-8")) > 128]
+        names_b = encode_names([n for n in cands if len(n.encode("utf-8")) <= 128])
+        stamps = listing.stamps_of(names_b)
 
-    def meta_of(n):
-        try:
-            return catalog.registry.meta(n)
-        except RegistryError:
-            return {}
-
-    clock("compat")
-    cindex = _compat_index(catalog)
-    crow = cindex.sync(names, _compat_rows(catalog, meta_of), listing)
-    listed = [n for n in names if n in crow]
-    rows = [crow[n] for n in listed]
-    ok = cindex.read("has_hist", rows).astype(bool)
-    ok &= (cindex.read("key", rows) == np.frombuffer(compat_key(query.meta), dtype=np.uint8)).all(axis=1)
-    shas, qshas = cindex.read("shas", rows), _sha_rows(query.meta)
-    for i in range(len(_SHAS)):
-        if qshas[i].any():  # an unknown digest (all zeros) on either side matches any
-            ok &= ~shas[:, i].any(axis=1) | (shas[:, i] == qshas[i]).all(axis=1)
-    comparable = [n for n, good in zip(listed, ok.tolist()) if good]
-    skipped = sorted(set(names) - set(comparable))
-
+    qname = name.encode()
     clock("index")
     sizes_all = list(query.layers.values())
     n_neurons = sum(sizes_all)
     gstarts = group_starts(sizes_all)
-    sindex = SideIndex(catalog.registry, "sketch2-" + compat_key(query.meta).hex(),
-                       {"mean": ((n_neurons,), "float32"), "quantiles": ((n_neurons, QUANTILES + 1), "uint16"),
-                        "groups": ((gstarts.size,), "float32")})
+    sindex = sketch_index(catalog.registry, query.meta)
 
     def sketch_of(n):
         try:
-            _, arrays = catalog.registry.read(n, keys=["sketch/mean", "sketch/quantiles"])
+            meta, arrays = catalog.registry.read(n, keys=["sketch/mean", "sketch/quantiles"])
             m, q = arrays["sketch/mean"], arrays["sketch/quantiles"]
         except RegistryError:
             try:
                 d = catalog.get(n, ["hist"])
             except (FormatError, RegistryError):  # a damaged or forged entry: skipped, not fatal
                 return None
-            m, q = sketch_dna_hist(d.hist)
+            meta, (m, q) = d.meta, sketch_dna_hist(d.hist)
         if np.shape(m) != (n_neurons,):
             return None
-        return {"mean": m, "quantiles": q, "groups": group_sums(m, gstarts)}
+        return {"mean": m, "quantiles": q, "groups": group_sums(m, gstarts), "shas": _sha_rows(meta)}
 
-    srow = sindex.sync(comparable, sketch_of, listing)
-    skipped = sorted(set(skipped) | {n for n in comparable if n not in srow})
-    comparable = [n for n in comparable if n in srow]
+    # Entries with a current row in this sketch index have the query's extractor, bins and
+    # layers (the index is keyed by them and a row is tied to one version of its file); only
+    # the others go through the catalog-wide compatibility index, and those comparable get rows.
+    srows = sindex.sync_rows(names_b, stamps, None)
+    unknown = np.flatnonzero((srows < 0) & (stamps[:, 0] >= 0))
+    if unknown.size:
+        def meta_of(n):
+            try:
+                return catalog.registry.meta(n)
+            except RegistryError:
+                return {}
+
+        clock("compat")
+        cindex = compat_index(catalog.registry)
+        crow = cindex.sync_rows(names_b[unknown], stamps[unknown], lambda n: compat_row(meta_of(n)))
+        at = np.flatnonzero(crow >= 0)
+        ok = cindex.read("has_hist", crow[at]).astype(bool)
+        ok &= (cindex.read("key", crow[at]) == np.frombuffer(compat_key(query.meta), dtype=np.uint8)).all(axis=1)
+        new = unknown[at[ok]]
+        clock("index")
+        srows[new] = sindex.update(names_b[new], stamps[new], sketch_of)
+    have = np.flatnonzero((srows >= 0) & (names_b != qname))
+    shas, qshas, ok = sindex.read("shas", srows[have]), _sha_rows(query.meta), np.ones(have.size, dtype=bool)
+    for i in range(len(_SHAS)):
+        if qshas[i].any():  # an unknown digest (all zeros) on either side matches any
+            ok &= ~shas[:, i].any(axis=1) | (shas[:, i] == qshas[i]).all(axis=1)
+    have = have[ok]
+    left = np.ones(names_b.size, dtype=bool)
+    left[have] = False
+    left &= names_b != qname
+    skipped += decode_names(names_b[left])
+    comparable_b, srows = names_b[have], srows[have]
     clock("query")
     stored = sketch_of(name)  # the query's own stored sketch (computed only for old entries)
     if stored is None:
@@ -226,8 +256,7 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
     sizes = exact.sizes
     seg_starts = np.cumsum([0] + sizes[:-1])
 
-    n = len(comparable)
-    srows = np.array([srow[c] for c in comparable], dtype=np.int64)
+    n = comparable_b.size
     stats.update(candidates=n, stage0=0, stage1=0, quantile_reads=0, exact=0, abandoned=0)
     clock("stage0")
     if top > 0 and n > _EXPAND and (mg > 0).any():
@@ -246,17 +275,20 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
     pos = 0
     while top > 0:
         # Stage 1, lazily: the mean bound of entries in stage-0 order, until the best stage-1
-        # bound known is no larger than the stage-0 bound of every entry not yet read.
+        # bound known is no larger than the stage-0 bound of every entry not yet read (or
+        # that stage-0 bound already exceeds the K-th best: nothing from there on can enter).
         clock("stage1")
-        while pos < n and (not heap or lb0[order0[pos]] <= heap[0][0]):
+        while pos < n and (not heap or lb0[order0[pos]] <= heap[0][0]) and not (
+                len(results) >= top and lb0[order0[pos]] > _beyond(kth)):
             idx = np.sort(order0[pos : pos + expand])
             pos += idx.size
             lb1[idx] = mean_bound(qmean, sindex.read("mean", srows[idx]), w, cols)
             stats["stage1"] += idx.size
             for i, b in zip(idx.tolist(), lb1[idx].tolist()):
                 heapq.heappush(heap, (b, i))
-        # Every entry not yet taken has a bound >= the heap's head (stage 1 for read entries,
-        # stage 0 for the others, which sort after it): past the K-th best, nothing is left.
+        # Every entry not yet read has a stage-0 bound above the heap's head or above the K-th
+        # best; every entry in the heap, a stage-1 bound >= its head. Past the K-th best, or
+        # with nothing left, the search is over.
         if not heap or (len(results) >= top and heap[0][0] > _beyond(kth)):
             break
         chunk = np.array([heapq.heappop(heap)[1] for _ in range(min(_CHUNK, len(heap)))])
@@ -272,7 +304,9 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
         for j in np.argsort(lb2, kind="stable"):
             if len(results) >= top and lb2[j] > _beyond(kth):
                 continue
-            other = comparable[chunk[j]]
+            other = comparable_b[chunk[j]].decode("utf-8")
+            if listing.cached and not listing.check(other):
+                raise _StaleListing(other)
             try:
                 d = exact.distance(other, per_layer[j], kth if len(results) >= top else np.inf)
             except (IncompatibleDNAError, FormatError, RegistryError):
