@@ -32,7 +32,7 @@ from vdnacli.integrity import meta_problem
 
 _CHUNK_BYTES = 1 << 16  # one entry's CDF rows per chunk (float64): 8 rows at 1000 bins
 _TILE_BYTES = 1 << 19  # one thread's difference buffer: a few entries' chunks, in L2
-DEFAULT_MEMORY = 1 << 30  # bytes of per-neuron pair distances held at once
+DEFAULT_MEMORY = 2 << 30  # bytes of per-neuron pair distances held at once (200 entries x 10^4 neurons: 1.6 GB)
 
 
 def default_workers() -> int:
