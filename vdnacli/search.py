@@ -225,6 +225,7 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
         new = unknown[at[ok]]
         clock("index")
         srows[new] = sindex.update(names_b[new], stamps[new], sketch_of)
+    qrow = srows[(names_b == qname) & (srows >= 0)]  # the query's own row, when the index has it
     have = np.flatnonzero((srows >= 0) & (names_b != qname))
     shas, qshas, ok = sindex.read("shas", srows[have]), _sha_rows(query.meta), np.ones(have.size, dtype=bool)
     for i in range(len(_SHAS)):
@@ -237,7 +238,10 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
     skipped += decode_names(names_b[left])
     comparable_b, srows = names_b[have], srows[have]
     clock("query")
-    stored = sketch_of(name)  # the query's own stored sketch (computed only for old entries)
+    if qrow.size:
+        stored = {k: sindex.read(k, qrow)[0] for k in ("mean", "quantiles", "groups")}
+    else:
+        stored = sketch_of(name)  # the query's own stored sketch (computed only for old entries)
     if stored is None:
         raise FormatError(f"entry '{name}': its sketch does not match its layers; run 'vdna verify'")
     qmean, qquant = stored["mean"], stored["quantiles"]
