@@ -6,8 +6,8 @@ Measures, side by side in one run, on a catalog built by bench_nearest.py's gene
      `compare` for each pair) on a subset of S entries, since at 10^4 neurons x 1000 bins
      it needs 80 MB per entry in memory (16 GB for 200); its time per pair is projected
      to all pairs;
-  2. after: `Catalog.matrix` on the same subset (identical values required, bit for bit)
-     and on all E entries, with 1 worker and with the default (one per core);
+  2. after: `Catalog.matrix` on the same subset with 1 worker and with the default (one
+     per core; identical values required, bit for bit), and on all E entries;
   3. a spot check of P random pairs of the full matrix against `compare`.
 Each measurement runs in its own subprocess (isolated peak RSS).
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", type=int, default=12, help="entries of the before/after side-by-side (S)")
     ap.add_argument("--select", help="comma-separated layers to compare (default: all)")
     ap.add_argument("--spot", type=int, default=8, help="random pairs of the full matrix checked against compare")
-    ap.add_argument("--skip-single", action="store_true", help="skip the 1-worker run on all entries")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (matrices, specs)")
     ap.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args._worker:
@@ -126,17 +126,12 @@ def main(argv=None) -> int:
     base = dict(root=str(root), layers=layers)
     log(f"[matrix] before: previous implementation on {S} entries")
     before = run("before", dict(base, names=subset, tag="subset"), workdir)
-    log(f"[matrix] after: Catalog.matrix on the same {S} entries ({W} workers)")
+    log(f"[matrix] after: Catalog.matrix on the same {S} entries, 1 worker and {W}")
+    single = run("after", dict(base, names=subset, workers=1, tag="subset1"), workdir)
     after_s = run("after", dict(base, names=subset, workers=W, tag="subset"), workdir)
-    same = np.array_equal(np.load(before["matrix"]), np.load(after_s["matrix"]))
-    single = None
-    if not args.skip_single:
-        log(f"[matrix] after: all {E} entries, 1 worker")
-        single = run("after", dict(base, names=names, workers=1, tag="all1"), workdir)
+    same = all(np.array_equal(np.load(before["matrix"]), np.load(r["matrix"])) for r in (single, after_s))
     log(f"[matrix] after: all {E} entries, {W} workers")
     full = run("after", dict(base, names=names, workers=W, tag="all"), workdir)
-    if single is not None:
-        same = same and np.array_equal(np.load(single["matrix"]), np.load(full["matrix"]))
     log(f"[matrix] spot check: {args.spot} random pairs of the full matrix against compare")
     spot = run("spot", dict(base, names=names, spot=args.spot, matrix=full["matrix"], tag="spot"), workdir)
 
@@ -149,14 +144,14 @@ def main(argv=None) -> int:
                     f"CDF per entry)"),
         (f"before: pairwise compare, {S} entries ({pairs_s} pairs)",
          f"{before['s']:.1f} s ({per_pair * 1e3:.0f} ms/pair), peak RSS {gb(before['rss_peak'])}"),
+        (f"after: Catalog.matrix, same {S} entries, 1 worker",
+         f"{single['s']:.1f} s ({before['s'] / single['s']:.1f}x faster), peak RSS {gb(single['rss_peak'])}"),
         (f"after: Catalog.matrix, same {S} entries, {W} workers",
          f"{after_s['s']:.1f} s ({before['s'] / after_s['s']:.1f}x faster), peak RSS {gb(after_s['rss_peak'])}"),
-        ("identical values (subset, and 1 vs many workers)", "yes, bit for bit" if same else "NO"),
+        ("identical values (subset: before, 1 worker, all workers)", "yes, bit for bit" if same else "NO"),
         (f"before, projected to {E} entries ({pairs:,} pairs)",
          f"{per_pair * pairs / 60:.0f} min, {gb(B * N * 8 * E)} of DNAs in memory"),
     ]
-    if single is not None:
-        rows.append((f"after: all {E} entries, 1 worker", f"{single['s']:.1f} s, peak RSS {gb(single['rss_peak'])}"))
     rows += [
         (f"**after: all {E} entries, {W} workers**",
          f"**{full['s']:.1f} s** ({per_pair * pairs / full['s']:.0f}x the projected before), "
@@ -165,6 +160,11 @@ def main(argv=None) -> int:
     ]
     print()
     print(table(rows))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(workdir / "catalog" if args.catalog else workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     return 0 if same else 1
 
 
