@@ -26,7 +26,7 @@ from typing import Mapping
 import numpy as np
 
 from vdnacli.distances import make_selection
-from vdnacli.dna import DNA, check_compatible, must_match
+from vdnacli.dna import DNA, check_compatible, current_meta, must_match
 from vdnacli.errors import ConfigError, FormatError, IncompatibleDNAError
 from vdnacli.integrity import meta_problem
 
@@ -43,7 +43,7 @@ def _light_dna(name: str, meta: dict) -> DNA:
     """A DNA of metadata only, for the checks `compare` makes before reading any array."""
     if (bad := meta_problem(meta)) is not None:
         raise FormatError(f"entry '{name}': {bad}; run 'vdna verify'")
-    meta = dict(meta, name=name)
+    meta = dict(current_meta(meta), name=name)  # as catalog.get reads it (a renamed extractor's current name)
     return DNA(meta=meta, hist={} if "hist" in meta.get("kinds", []) else None)
 
 
