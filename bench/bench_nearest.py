@@ -321,7 +321,7 @@ def worker_scan(spec: dict) -> dict:
         index_path = sidx.path
     out["write_s"] = time.perf_counter() - t0
     out["index_bytes"] = index_path.stat().st_size
-    qmean = centres[3] + rng.normal(0, 2.0, N).astype(np.float32)
+    qmean = centres[3 % F] + rng.normal(0, 2.0, N).astype(np.float32)
     out["rss_before_scan"] = peak_rss_bytes()
     runs = []
     for _ in range(reps):
@@ -725,8 +725,9 @@ def main_bench(args) -> int:
         warm_q0 = float(np.mean(sk["queries"][q0]["times"]))
         N, B = params["neurons"], params["bins"]
         idx_total = sum(cold["index_bytes"].values())
-        sketch_idx = sum(v for k, v in cold["index_bytes"].items() if "sketch-" in k)
-        mean_stats = {k: float(np.mean([s[k] for _, _, _, s, _, _ in per_q])) for k in per_q[0][3]}
+        sketch_idx = sum(v for k, v in cold["index_bytes"].items() if k.startswith("sketch"))
+        counts = [k for k, v in per_q[0][3].items() if isinstance(v, int) and not isinstance(v, bool)]
+        mean_stats = {k: float(np.mean([s[k] for _, _, _, s, _, _ in per_q])) for k in counts}
         rows = [
             ("machine", f"processor()={m['processor']!r}, {m['model']}, {m['cpus']} CPUs (os.cpu_count), "
                         f"{gb(m['mem'])} RAM, load avg at start {m['load'][0]:.2f}"),
