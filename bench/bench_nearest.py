@@ -18,6 +18,21 @@ if incomplete, never deleted). Everything else lives in a temporary directory un
 Before building everything the script builds a few probe entries and projects the build
 and brute-force times; if the projected total exceeds --budget-minutes it stops and
 prints the largest --entries that fits (use --force to run anyway).
+
+Catalog scale (--scale S): the E real entries are joined by S - E sketch-only entries,
+written straight into the side index (their entry files are empty placeholders, never read
+by a correct search), from further families of the same size and the same generative
+model: per entry the neuron means (stage 1) and their group sums (stage 0), compatibility
+rows, and quantile rows left unwritten (HDF5 allocates nothing for them; they read as zeros,
+which gives such an entry a large stage-2 bound, so none reaches the exact stage). A
+query's true neighbours are its own family's real entries, as in a real catalog where
+each dataset has a few relatives and everything else is far; what grows is what stage 0
+must dismiss. Reported: per-stage time (warm, mean over queries and repeats), per-stage
+peak of traced allocations (tracemalloc pass), peak RSS, the same queries without stage 0
+and without the cached listing, and the answers checked against brute force over the real
+entries (the subset check).
+
+Catalog-scale run:  python bench/bench_nearest.py --entries 200 --families 10 --scale 100000
 """
 from __future__ import annotations
 
@@ -26,6 +41,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import re
 import resource
 import shutil
 import subprocess
@@ -42,11 +58,12 @@ if str(ROOT) not in sys.path:
 
 from registry import Registry  # noqa: E402
 from registry.index import SideIndex  # noqa: E402
+from registry.layout import entry_stamp  # noqa: E402
 from vdnacli.catalog import Catalog  # noqa: E402
 from vdnacli.distances import compare  # noqa: E402
 from vdnacli.dna import DNA, new_meta  # noqa: E402
-from vdnacli.search import scan_mean_bounds  # noqa: E402
-from vdnacli.sketch import QUANTILES, mean_bound  # noqa: E402
+from vdnacli.search import compat_index, compat_row, scan_mean_bounds, sketch_index  # noqa: E402
+from vdnacli.sketch import GROUP, QUANTILES, group_starts, group_sums, mean_bound  # noqa: E402
 
 PARAMS_FILE = "bench-params.json"
 GEN_KEYS = ("neurons", "layers", "bins", "families", "counts", "seed")
@@ -90,7 +107,7 @@ class Generator:
         self.p = p
         n, b, f = p["neurons"], p["bins"], p["families"]
         rng = np.random.default_rng([p["seed"], 0])
-        base = rng.uniform(0.25 * b, 0.75 * b, n)
+        self.base = base = rng.uniform(0.25 * b, 0.75 * b, n)
         self.centre = (base + rng.normal(0.0, 0.04 * b, (f, n))).astype(np.float32)  # [F, N]
         s = rng.uniform(0.015 * b, 0.06 * b, n)
         self.std = (s * np.exp(rng.normal(0.0, 0.15, (f, n)))).astype(np.float32)  # [F, N]
@@ -304,7 +321,7 @@ def worker_scan(spec: dict) -> dict:
         index_path = sidx.path
     out["write_s"] = time.perf_counter() - t0
     out["index_bytes"] = index_path.stat().st_size
-    qmean = centres[3] + rng.normal(0, 2.0, N).astype(np.float32)
+    qmean = centres[3 % F] + rng.normal(0, 2.0, N).astype(np.float32)
     out["rss_before_scan"] = peak_rss_bytes()
     runs = []
     for _ in range(reps):
@@ -325,6 +342,261 @@ def worker_scan(spec: dict) -> dict:
     out["runs"] = runs
     out["rss_peak"] = peak_rss_bytes()
     return out
+
+
+# -- catalog scale: sketch-only entries written straight into the side index -----------------
+SCALE_FILE = "bench-scale.json"
+SYNTHETIC = re.compile(r"^s\d{6}-g\d{5}$")
+
+
+class SketchFamilies:
+    """Neuron means of entries of further families, from the Generator's model without the
+    histograms: family centre + per-entry shift + a global shift, mixed with the family's
+    spike weight, plus the sampling noise of ~`counts` values per neuron."""
+
+    def __init__(self, gen: Generator):
+        self.gen, self.p = gen, gen.p
+
+    def means(self, family: int, members: range) -> np.ndarray:
+        p, g = self.p, self.gen
+        n, b = p["neurons"], p["bins"]
+        rng = np.random.default_rng([p["seed"], 3, family])
+        centre = g.base + rng.normal(0.0, 0.04 * b, n)
+        w = np.where(g.spiky, rng.uniform(0.1, 0.5, n), 0.0)
+        sd = rng.uniform(0.015 * b, 0.06 * b, n)
+        out = np.empty((len(members), n), dtype=np.float32)
+        for k, m in enumerate(members):
+            r = np.random.default_rng([p["seed"], 4, family, m])
+            mu = centre + r.normal(0.0, 0.004 * b, n) + r.normal(0.0, 0.002 * b)
+            out[k] = np.clip((1 - w) * mu + w * (b / 2) + r.normal(0.0, 1.0, n) * sd / np.sqrt(p["counts"]), 0, b - 1)
+        return out
+
+
+def setup_scale(args, params: dict, root: Path) -> dict:
+    """Placeholder entry files and index segments for S - E sketch-only entries (idempotent)."""
+    E, S = params["entries"], args.scale
+    per = max(1, E // params["families"])
+    want = dict(scale=S, per_family=per, layout=sorted(sketch_index(Registry(root), {"layers": [], "bins": 0}).fields),
+                **{k: params[k] for k in GEN_KEYS})
+    marker = root / SCALE_FILE
+    if marker.exists() and json.loads(marker.read_text()).get("want") == want:
+        log(f"[scale] {root} already holds the {S - E} sketch-only entries: reusing them")
+        return json.loads(marker.read_text())["info"]
+    t0 = time.perf_counter()
+    gen = Generator(params)
+    cat = Catalog(root)
+    reg = cat.registry
+    real = sorted(n for n in cat.names() if not SYNTHETIC.match(n))
+    for n in cat.names():  # sketch-only entries of an earlier setup (other sizes or index layout)
+        if SYNTHETIC.match(n):
+            (reg.entries_dir / f"{n}.h5").unlink()
+    if len(real) != E:
+        raise SystemExit(f"[scale] expected {E} real entries in {root}, found {len(real)}")
+    shutil.rmtree(root / "index", ignore_errors=True)  # derived; the synthetic segments must come first
+    meta = cat.registry.meta(real[0])
+    n_syn = S - E
+    fams = range(params["families"], params["families"] + -(-n_syn // per))
+    names = [f"s{i:06d}-g{params['families'] + i // per:05d}" for i in range(n_syn)]
+    for n in names:
+        (reg.entries_dir / f"{n}.h5").touch()
+    t1 = time.perf_counter()
+    stamps = np.array([entry_stamp(reg.entries_dir / f"{n}.h5") for n in names], dtype=np.int64)
+    crow = compat_row(meta)
+    cidx = compat_index(reg)
+    cidx.dir.mkdir(parents=True, exist_ok=True)
+
+    def fill_compat(k, ds):
+        for a in range(0, n_syn, 65536):
+            b = min(a + 65536, n_syn)
+            ds[a:b] = np.broadcast_to(np.asarray(crow[k], dtype=ds.dtype), (b - a, *ds.shape[1:]))
+
+    tmp = cidx._tmp()
+    cidx._write_segment(tmp, names, stamps, fill_compat)
+    cidx._publish(tmp)
+    sidx = sketch_index(reg, meta)
+    sidx.dir.mkdir(parents=True, exist_ok=True)
+    starts = group_starts([int(k) for _, k in meta["layers"]])
+    sf = SketchFamilies(gen)
+
+    def fill_sketch(k, ds):
+        if k == "quantiles":
+            return  # never written: no chunk allocated (reads as zeros)
+        if k == "groups":
+            ds.write_direct(sketch_groups)  # computed with the means ("mean" is filled first)
+            return
+        if k == "shas":
+            fill_compat(k, ds)
+            return
+        o = 0
+        for f in fams:
+            m = sf.means(f, range(min(per, n_syn - o)))
+            ds[o : o + len(m)] = m
+            sketch_groups[o : o + len(m)] = group_sums(m, starts)
+            o += len(m)
+            if (f - fams.start) % 500 == 0:
+                log(f"[scale] means of {o}/{n_syn} sketch-only entries")
+
+    sketch_groups = np.empty((n_syn, starts.size), dtype=np.float32)
+    tmp = sidx._tmp()
+    sidx._write_segment(tmp, names, stamps, fill_sketch)
+    seg = sidx._publish(tmp)
+    info = dict(synthetic=n_syn, families=len(fams), per_family=per, setup_s=time.perf_counter() - t0,
+                touch_s=t1 - t0, segment_bytes=seg.stat().st_size, groups=int(starts.size))
+    marker.write_text(json.dumps(dict(want=want, info=info)))
+    log(f"[scale] {n_syn} sketch-only entries in {info['setup_s']:.0f} s (segment {human(info['segment_bytes'])})")
+    return info
+
+
+def worker_scale(spec: dict) -> dict:
+    """Warm queries over the scaled catalog: timed runs, the same over the real entries alone,
+    without stage 0 and without the cached listing, then one pass under tracemalloc for
+    per-stage peaks."""
+    import tracemalloc
+
+    from registry import index as index_mod
+    from vdnacli import search
+
+    cat = Catalog(spec["root"])
+    K, queries, reps = spec["top"], spec["queries"], spec["repeat"]
+    out = {"rss_start": peak_rss_bytes(), "modes": {}}
+
+    def run(mode, reps=reps, cat=cat):
+        res = {}
+        for qn in queries:
+            runs = []
+            for _ in range(reps):
+                st: dict = {}
+                t0 = time.perf_counter()
+                r, skipped = cat.nearest(qn, top=K, stats=st)
+                runs.append(dict(total_s=time.perf_counter() - t0, stats=st))
+            res[qn] = dict(results=[[n, float(d)] for n, d in r], skipped=skipped, runs=runs)
+        out["modes"][mode] = res
+
+    st: dict = {}
+    t0 = time.perf_counter()
+    r, _ = cat.nearest(queries[0], top=K, stats=st)  # cold: builds the listing and the real entries' rows
+    out["cold"] = dict(total_s=time.perf_counter() - t0, stats=st, results=[[n, float(d)] for n, d in r])
+    run("warm")
+    out["rss_warm"] = peak_rss_bytes()
+    # the same queries over a registry of the real entries alone (copies: a hard link would
+    # change the originals' ctime, hence their stamps): what the other entries add to a query
+    small = Path(spec["small"])
+    Catalog(small)
+    for n in cat.names():
+        if not SYNTHETIC.match(n):
+            shutil.copyfile(cat.registry.entries_dir / f"{n}.h5", small / "entries" / f"{n}.h5")
+    small_cat = Catalog(small)
+    small_cat.nearest(queries[0], top=K)  # builds its index
+    run("real-only", cat=small_cat)
+    expand = search._EXPAND
+    search._EXPAND = 10**12  # stage 0 off: stage 1 reads every mean row (the previous design)
+    run("no-stage0", reps=1)
+    search._EXPAND = expand
+    racy = index_mod._RACY_NS
+    index_mod._RACY_NS = 10**30  # never cache the listing: every query lists and stats every entry
+    (Path(spec["root"]) / "index" / "listing.h5").unlink(missing_ok=True)
+    run("no-listing-cache", reps=1)
+    index_mod._RACY_NS = racy
+    tracemalloc.start()
+    peaks = {}
+    for qn in queries:
+        st = {}
+        cat.nearest(qn, top=K, stats=st)
+        for k, v in st.get("peak_bytes", {}).items():
+            peaks[k] = max(peaks.get(k, 0), v)
+    tracemalloc.stop()
+    out["peak_bytes"] = peaks
+    out["rss_peak"] = peak_rss_bytes()
+    return out
+
+
+def worker_subset(spec: dict) -> dict:
+    """Brute force over the real entries only (the subset check)."""
+    cat = Catalog(spec["root"])
+    real = [n for n in cat.names() if not SYNTHETIC.match(n)]
+    out = {"queries": {}}
+    for qn in spec["queries"]:
+        t0 = time.perf_counter()
+        r, skipped = cat.nearest(qn, top=spec["top"], exact=True, candidates=real)
+        out["queries"][qn] = dict(results=[[n, float(d)] for n, d in r], skipped=skipped, s=time.perf_counter() - t0)
+    out["rss_peak"] = peak_rss_bytes()
+    return out
+
+
+STAGES = ("listing", "compat", "index", "query", "stage0", "stage1", "stage2", "stage3", "verify")
+
+
+def report_scale(args, params, m, build, info, sc, sub) -> int:
+    queries = list(sub["queries"])
+    E, S, N, B = params["entries"], args.scale, params["neurons"], params["bins"]
+    status = 0
+    rows_q = []
+    for qn in queries:
+        a, b = sc["modes"]["warm"][qn], sub["queries"][qn]
+        same = a["results"] == b["results"] and not any(SYNTHETIC.match(n) for n in a["skipped"])
+        same = same and all(sc["modes"][k][qn]["results"] == b["results"] for k in sc["modes"])
+        rows_q.append((qn, a, b, same))
+    ok = all(r[3] for r in rows_q) and sc["cold"]["results"] == sub["queries"][queries[0]]["results"]
+    status = 0 if ok else 1
+
+    def mean_total(mode):
+        return float(np.mean([x["total_s"] for q in queries for x in sc["modes"][mode][q]["runs"]]))
+
+    def mean_stage(mode, k):
+        return float(np.mean([x["stats"].get("seconds", {}).get(k, 0.0) for q in queries for x in sc["modes"][mode][q]["runs"]]))
+
+    def mean_count(k):
+        return float(np.mean([x["stats"].get(k, 0) for q in queries for x in sc["modes"]["warm"][q]["runs"]]))
+
+    G = info["groups"]
+    rows = [
+        ("machine", f"{m['model'] or m['processor']}, {m['cpus']} CPUs, {gb(m['mem'])} RAM, load avg at start "
+                    f"{m['load'][0]:.2f}"),
+        ("catalog", f"{S:,} entries: {E} real ({params['families']} families of {E // params['families']}) + "
+                    f"{info['synthetic']:,} sketch-only ({info['families']:,} further families of {info['per_family']}); "
+                    f"N={N:,} neurons ({params['layers']} layers), B={B} bins"),
+        ("queries", f"Q={len(queries)} real entries, K={args.top}, {args.repeat} warm runs each"),
+        ("setup of the sketch-only entries", f"{info['setup_s']:.0f} s (index segment {human(info['segment_bytes'])})"),
+        ("first query (lists + stats every entry, builds the real rows)", f"{sc['cold']['total_s']:.2f} s"),
+        ("**nearest, warm (stage 0 on, cached listing)**", f"**{mean_total('warm'):.3f} s/query**"),
+        (f"same queries, registry of the {E} real entries alone", f"{mean_total('real-only'):.3f} s/query"),
+        ("same, stage 0 off (stage 1 reads every mean row; 1 run per query)", f"{mean_total('no-stage0'):.3f} s/query"),
+        ("same, listing not cached (every entry stat'ed; 1 run per query)", f"{mean_total('no-listing-cache'):.3f} s/query"),
+        ("answers identical to brute force over the real entries", "yes" if ok else "NO"),
+        ("brute force over the real entries only", f"{np.mean([sub['queries'][q]['s'] for q in queries]):.1f} s/query"),
+        ("rows per query: stage 0 / stage 1 / quantile reads / exact / abandoned",
+         " / ".join(f"{mean_count(k):g}" for k in ("stage0", "stage1", "quantile_reads", "exact", "abandoned"))),
+        ("peak RSS of the query process", f"{gb(sc['rss_peak'])} (after imports {gb(sc['rss_start'])})"),
+        (f"bytes/entry: group sums (4 x {G} groups of <= {GROUP} neurons)", human(4 * G)),
+        ("bytes/entry: neuron means (4 x N)", human(4 * N)),
+        (f"bytes/entry: quantiles (2 x {QUANTILES + 1} x N)", human(2 * (QUANTILES + 1) * N)),
+        ("bytes/entry: full histograms (8 x N x B, in memory)", human(8 * N * B)),
+    ]
+    print()
+    print(table(rows))
+    print()
+    print(f"| stage | warm s/query | {E} real entries alone | stage 0 off | listing not cached | "
+          "peak traced allocations |")
+    print("|---|---|---|---|---|---|")
+    for k in STAGES:
+        print(f"| {k} | {mean_stage('warm', k):.4f} | {mean_stage('real-only', k):.4f} | "
+              f"{mean_stage('no-stage0', k):.4f} | {mean_stage('no-listing-cache', k):.4f} | "
+              f"{human(sc['peak_bytes'].get(k, 0))} |")
+    print()
+    print("| query | warm s (mean) | stage 0 off s | brute (real subset) s | identical | top-K (name: EMD) |")
+    print("|---|---|---|---|---|---|")
+    for qn, a, b, same in rows_q:
+        t = np.mean([x["total_s"] for x in a["runs"]])
+        t0 = np.mean([x["total_s"] for x in sc["modes"]["no-stage0"][qn]["runs"]])
+        top = ", ".join(f"{n}: {d:.3f}" for n, d in a["results"])
+        print(f"| {qn} | {t:.3f} | {t0:.3f} | {b['s']:.1f} | {'yes' if same else 'NO'} | {top} |")
+    if not ok:
+        for qn, a, b, same in rows_q:
+            if not same:
+                syn = [n for n in a["skipped"] if SYNTHETIC.match(n)]
+                log(f"MISMATCH {qn}: sketch {a['results']} ({len(syn)} sketch-only entries reached the exact stage)"
+                    f"\n          brute  {b['results']}")
+    return status
 
 
 def run_worker(kind: str, spec: dict, workdir: Path) -> dict:
@@ -398,11 +670,21 @@ def main_bench(args) -> int:
         gen = Generator(params)
         E = params["entries"]
         cat = Catalog(root)
-        names = cat.names()
-        sizes = [cat.registry.file_size(n) for n in names]
         qidx = sorted({int(round(x)) for x in np.linspace(0, E - 1, min(args.queries, E))})
         queries = [gen.name(i) for i in qidx]
         spec = dict(root=str(root), top=args.top, queries=queries, repeat=args.repeat)
+        if args.scale:
+            info = setup_scale(args, params, root)
+            log(f"[scale] queries over {args.scale:,} entries (cold, warm, stage 0 off, listing not cached, tracemalloc)")
+            sc = run_worker("scale", dict(spec, small=str(workdir / "real-only")), workdir)
+            log(f"[scale] brute force over the {E} real entries")
+            sub = run_worker("subset", spec, workdir)
+            if args.json:
+                Path(args.json).write_text(json.dumps(dict(params=params, build=build, info=info, scale=sc, subset=sub,
+                                                           machine=m), indent=1))
+            return report_scale(args, params, m, build, info, sc, sub)
+        names = cat.names()
+        sizes = [cat.registry.file_size(n) for n in names]
         log("[query] sketch path: first query on a deleted side index (cold: builds it)")
         cold = run_worker("cold", dict(spec, mode="cold"), workdir)
         log(f"[query] sketch path on {len(queries)} queries ({args.repeat} warm runs each)")
@@ -443,8 +725,9 @@ def main_bench(args) -> int:
         warm_q0 = float(np.mean(sk["queries"][q0]["times"]))
         N, B = params["neurons"], params["bins"]
         idx_total = sum(cold["index_bytes"].values())
-        sketch_idx = sum(v for k, v in cold["index_bytes"].items() if "sketch-" in k)
-        mean_stats = {k: float(np.mean([s[k] for _, _, _, s, _, _ in per_q])) for k in per_q[0][3]}
+        sketch_idx = sum(v for k, v in cold["index_bytes"].items() if k.startswith("sketch"))
+        counts = [k for k, v in per_q[0][3].items() if isinstance(v, int) and not isinstance(v, bool)]
+        mean_stats = {k: float(np.mean([s[k] for _, _, _, s, _, _ in per_q])) for k in counts}
         rows = [
             ("machine", f"processor()={m['processor']!r}, {m['model']}, {m['cpus']} CPUs (os.cpu_count), "
                         f"{gb(m['mem'])} RAM, load avg at start {m['load'][0]:.2f}"),
@@ -543,7 +826,9 @@ def parse_args(argv=None):
     ap.add_argument("--budget-minutes", type=float, default=15.0,
                     help="stop after the probe if build + brute force is projected longer (default 15)")
     ap.add_argument("--force", action="store_true", help="run even if over --budget-minutes")
-    ap.add_argument("--_worker", choices=["cold", "sketch", "brute", "scan"], help=argparse.SUPPRESS)
+    ap.add_argument("--scale", type=int, default=0,
+                    help="catalog scale: add sketch-only entries up to this many in all (e.g. 100000); see above")
+    ap.add_argument("--_worker", choices=["cold", "sketch", "brute", "scan", "scale", "subset"], help=argparse.SUPPRESS)
     ap.add_argument("--_spec", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -552,11 +837,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args._worker:
         spec = json.loads(Path(args._spec).read_text())
-        res = worker_scan(spec) if args._worker == "scan" else worker_queries(spec)
+        res = {"scan": worker_scan, "scale": worker_scale, "subset": worker_subset}.get(args._worker, worker_queries)(spec)
         Path(spec["result"]).write_text(json.dumps(res))
         return 0
     if args.entries < 2 or args.neurons < 1 or args.queries < 1 or args.top < 1 or args.repeat < 1:
         log("error: need --entries >= 2 and positive --neurons, --queries, --top, --repeat")
+        return 2
+    if args.scale and args.scale <= args.entries:
+        log("error: --scale must exceed --entries (the real entries)")
+        return 2
+    if args.scale and args.top >= args.entries // args.families - 1:
+        log("error: with --scale, --top must be below the family size minus one (--entries / --families - 1): "
+            "a query's K nearest must be its own family's real entries for the subset check to mean anything")
         return 2
     return main_bench(args)
 

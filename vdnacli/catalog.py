@@ -220,7 +220,14 @@ class Catalog:
         results.sort(key=lambda r: (r[1], r[0]))
         return results[: max(top, 0)], skipped
 
-    def matrix(self, names: list[str], metric: str = "emd", layers=None, neurons=None, weights=None) -> np.ndarray:
+    def matrix(self, names: list[str], metric: str = "emd", layers=None, neurons=None, weights=None,
+               workers: int | None = None) -> np.ndarray:
+        """Pairwise distances; each value is `compare`'s. EMD goes through the blocked,
+        threaded `vdnacli.emd_matrix` (each entry's CDF computed once per block, not per pair)."""
+        if metric == "emd":
+            from vdnacli.emd_matrix import emd_matrix
+
+            return emd_matrix(self, names, layers, neurons, weights, workers=workers)
         kind = METRICS.get(metric, "hist")
         dnas = [self.get(n, [kind]) for n in names]
         sel = make_selection(dnas[0].layers, layers, neurons) if dnas else None
