@@ -333,7 +333,6 @@ def test_cli_add_on_a_full_disk(tmp_path, vdna, sample_dirs):
         assert registry_state(reg) == before
 
 
-@pytest.mark.xfail(strict=False, reason="the nearest-search index writes are fixed on the index branch (issue 14 row 4)")
 def test_cli_nearest_on_a_full_disk(tmp_path, vdna):
     with tmpfs(tmp_path / "small") as mnt:
         reg = mnt / "reg"
@@ -380,7 +379,6 @@ def test_read_only_registry_answers_read_commands(tmp_path, vdna, registry_dir):
     assert (out / "a.json").is_file()
 
 
-@pytest.mark.xfail(strict=False, reason="the nearest-search index on a read-only registry is fixed on the index branch")
 def test_read_only_registry_answers_nearest(vdna, registry_dir):
     cat = Catalog(registry_dir)
     for i in range(3):
