@@ -4,6 +4,8 @@ An entry is one HDF5 file:
   attrs:  format="vdna-entry", format_version=1, name, meta (JSON text),
           checksums (JSON text: dataset path -> sha256 of its little-endian bytes)
   datasets: any '/'-separated path -> numeric array, gzip(1)+shuffle-compressed in ~1 MiB row chunks
+Optional groups a reader may leave out of a whole-entry read (`skip`), e.g. "shards/" (the
+shard DNAs of vdnacli.shards: K times the size of the DNA, read only by the statistics).
 """
 from __future__ import annotations
 
@@ -137,10 +139,12 @@ def _dataset_paths(f: h5py.File) -> list[str]:
     return out
 
 
-def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
-    """Return (meta, arrays); `keys` restricts which arrays are read."""
+def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False,
+               skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Return (meta, arrays); `keys` restricts which arrays are read; without `keys`, arrays
+    whose path starts with one of the `skip` prefixes are not read."""
     try:
-        return _read_entry(path, keys, verify)
+        return _read_entry(path, keys, verify, skip)
     except (OSError, RuntimeError) as e:  # h5py's errors for damaged heaps and chunks
         raise CorruptEntryError(f"{path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
 
@@ -185,13 +189,13 @@ def _read_array(f: h5py.File, key: str, path: Path, checksums: dict | None) -> n
     return arr
 
 
-def _read_entry(path: Path, keys, verify: bool) -> tuple[dict, dict]:
+def _read_entry(path: Path, keys, verify: bool, skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
         checksums = _json_attr(f, "checksums", path) if verify else None
-        wanted = list(keys) if keys is not None else _dataset_paths(f)
+        wanted = list(keys) if keys is not None else [k for k in _dataset_paths(f) if not k.startswith(skip or ())]
         if verify and keys is None:
-            missing = sorted(set(checksums) - set(wanted))
+            missing = sorted(k for k in set(checksums) - set(wanted) if not k.startswith(skip or ()))
             if missing:
                 raise CorruptEntryError(f"{path.name}: dataset {missing[0]!r} is missing")
         return meta, {key: _read_array(f, key, path, checksums) for key in wanted}
