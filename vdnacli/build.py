@@ -73,7 +73,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     given_ranges = req.like_ranges
     if req.append:
         stamp = catalog.registry.stamp(req.name)  # before reading: a concurrent change makes the put fail
-        existing = catalog.get(req.name)
+        existing = catalog.get(req.name, shards=True)
         settings, given_ranges = _append_settings(req.name, existing, req.settings)
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
@@ -115,7 +115,7 @@ def _append_settings(name: str, existing: DNA, asked: ComputeSettings | None):
     recorded = ComputeSettings.from_meta(existing.meta, like=name)
     if asked is not None:
         differ = [f for f in ("extractor", "kinds", "bins", "decode_mode", "crop", "crop_seed", "resize", "binning",
-                              "precision", "decoder") if getattr(asked, f) != getattr(recorded, f)]
+                              "precision", "decoder", "shards") if getattr(asked, f) != getattr(recorded, f)]
         if differ:
             raise ConfigError(f"'{name}' was computed with other settings ({', '.join(differ)}: "
                               + ", ".join(f"{f}={getattr(recorded, f)}" for f in differ[:3])
@@ -131,7 +131,7 @@ def merge_entries(catalog: Catalog, new: str, names: list[str], replace: bool = 
     if not replace and new in catalog.registry:
         raise EntryExistsError(new)
     stamp = catalog.registry.stamp(new) if replace and new in names else False  # merging into itself
-    dna = merge([catalog.get(n) for n in names], name=new)
+    dna = merge([catalog.get(n, shards=True) for n in names], name=new)
     dna.meta["origin"] = {"kind": "merge", "parts": list(names)}
     catalog.put(new, dna, replace=replace, expect=stamp)
     return dna

@@ -835,7 +835,7 @@ def push(catalog, name: str, repo_id: str, private: bool = False, revision: str 
     if ctx.offline:
         raise HubOfflineError("pushing needs the network but offline mode is on (HF_HUB_OFFLINE / VDNA_OFFLINE / "
                               "offline in vdna.yaml): turn it off and push again")
-    dna = catalog.get(name)
+    dna = catalog.get(name, shards=True)
     meta, dropped = public_meta(dna.meta, include_filenames)
     masks = _select_masks(catalog, dna, with_masks, include_filenames)
     if not _has_token():
@@ -875,7 +875,9 @@ def _stage(tmp: Path, name: str, dna, meta: dict, masks) -> dict[str, Path]:
     from vdnacli.catalog import Catalog
 
     stage = Catalog(tmp / "stage")
-    stage.put(name, dna_mod.DNA(meta=meta, hist=dna.hist, gauss=dna.gauss, image_hashes=dna.image_hashes))
+    shards = dna.shards.restrict(("hist", "gauss")) if dna.shards is not None else None  # the kinds staged here
+    stage.put(name, dna_mod.DNA(meta=meta, hist=dna.hist, gauss=dna.gauss, image_hashes=dna.image_hashes,
+                                shards=shards))
     files = {f"{DNA_DIR}/{name}.h5": stage.registry.entries_dir / f"{name}.h5"}
     if masks:
         mreg = Registry(tmp / "stage-masks")

@@ -64,3 +64,8 @@ DecodeOpt = Annotated[
     typer.Option("--decode", help="pil (decode + resize in worker processes; default) or torch (JPEGs decoded and "
                  "resized in batches on the device: nvjpeg on a GPU; recorded).", show_default=False),
 ]
+CIOpt = Annotated[bool, typer.Option("--ci", help="With uncertainty, from the entries' shards (vdna add --shards): "
+                                     "95 % interval, noise floor, same-distribution p-value.")]
+PermutationsOpt = Annotated[int, typer.Option("--permutations", min=0, help="Shard permutations of the same-distribution "
+                                              "test (all splits when fewer exist; 0 = no test).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random permutations and half splits.")]
