@@ -10,7 +10,9 @@ infinite Gaussian sums, and the invariants every real DNA satisfies:
   * layer-gauss: its image count equals the DNA's, its sum of outer products is symmetric;
   * images/hashes: at most one per image, sorted and unique, matching images_sha256;
   * sketch (nearest search): equal to the sketch recomputed from the histograms, else
-    the search could prune a true neighbour.
+    the search could prune a true neighbour;
+  * shards: recorded in the metadata exactly when stored, and adding up to the DNA (checked
+    on load by vdnacli.shards.from_arrays).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 from registry import Registry
 from vdnacli import dna as dna_mod
 from vdnacli.errors import VdnaError
+from vdnacli.shards import count_of
 
 
 @dataclass
@@ -110,6 +113,8 @@ def dna_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
                 problems.append("images_sha256 does not match images/hashes")
     if dna.hist is not None and "sketch/mean" in arrays:
         problems += _sketch_problems(dna, arrays)
+    if count_of(meta) and dna.shards is None:
+        problems.append(f"the metadata records {count_of(meta)} shards but the entry stores none")
     return problems
 
 

@@ -85,16 +85,17 @@ def _bincount(k: torch.Tensor, size: int) -> torch.Tensor:
     return first.result().add_(second)
 
 
-def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
-                     workspace: Workspace | None = None) -> torch.Tensor:
-    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions].
+def bin_keys(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
+             workspace: Workspace | None = None) -> torch.Tensor:
+    """The flat bin of every activation [batch, neurons, positions]: neuron * bins + bin, in a
+    reused int32 (int64 past 2^31 bins) buffer. `histogram_counts` is their bincount.
 
-    Five elementwise passes into reused buffers, then one bincount: t = (a - lo) * scale in
-    float32 (bf16/fp16 activations are promoted first, as in the reference), clamped into
-    [0, B-1]; converting a clamped value to an integer truncates, which equals floor on
-    [0, B-1]; each neuron's bins are then offset so that one bincount counts them all.
-    Clamping maps +-inf to the edge bins and keeps NaN, so one sum of the clamped values
-    (finite unless a NaN is present) detects NaN activations without a separate pass.
+    Five elementwise passes into reused buffers: t = (a - lo) * scale in float32 (bf16/fp16
+    activations are promoted first, as in the reference), clamped into [0, B-1]; converting a
+    clamped value to an integer truncates, which equals floor on [0, B-1]; each neuron's bins
+    are then offset so that one bincount counts them all. Clamping maps +-inf to the edge bins
+    and keeps NaN, so one sum of the clamped values (finite unless a NaN is present) detects
+    NaN activations without a separate pass.
     """
     b, n, s = acts.shape
     if acts.dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -110,7 +111,15 @@ def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, 
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     k.copy_(t)
     k.add_((torch.arange(n, device=acts.device, dtype=index_dtype) * bins).view(1, n, 1))
-    return _bincount(k, n * bins).view(n, bins).to(torch.int64)
+    return k
+
+
+def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
+                     workspace: Workspace | None = None) -> torch.Tensor:
+    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions]: one bincount
+    of `bin_keys`."""
+    b, n, s = acts.shape
+    return _bincount(bin_keys(acts, lo, scale, bins, workspace), n * bins).view(n, bins).to(torch.int64)
 
 
 def counter_for(device: torch.device):

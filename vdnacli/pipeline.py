@@ -277,13 +277,34 @@ class HistAccumulator:
         return self.count(acts, lo, scale, self.bins, self.workspace)
 
     def update(self, feats: dict, groups: ShardGroups | None = None) -> None:
+        from vdnacli.kernels import histogram_counts
+
         for layer, acts in feats.items():
             if not self.shards:
                 self.counts[layer] += self.layer_counts(layer, acts)
                 continue
+            b, n, s = acts.shape
+            if self.rule == "float32" and self.count is histogram_counts and b * s < 8 * len(groups.groups) * self.bins:
+                self._scatter(layer, acts, groups.ids)
+                continue
             acts = groups.arrange(acts)
             for j, start, stop in groups.groups:
                 self.counts[layer][j] += self.layer_counts(layer, acts[start:stop])
+
+    def _scatter(self, layer: str, acts, ids) -> None:
+        """Add every activation into its shard's row directly: a cost per activation, where a count
+        per shard present would pay neurons x bins per shard (layers with few positions per bin)."""
+        import torch
+
+        from vdnacli.kernels import bin_keys
+
+        b, n, _ = acts.shape
+        lo, scale = self.params[layer]
+        keys = bin_keys(acts, lo, scale, self.bins, self.workspace).to(torch.int64)
+        keys += (ids * (n * self.bins)).view(b, 1, 1)
+        keys = keys.view(-1)
+        self.counts[layer].view(-1).scatter_add_(0, keys, torch.ones(1, dtype=torch.int64, device=keys.device)
+                                                 .expand(keys.numel()))
 
     def result(self) -> dict[str, np.ndarray]:
         self.workspace.check_nan()
