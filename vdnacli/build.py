@@ -51,7 +51,8 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
         overrides["extractor"] = extractor
         base = dataclasses.replace(base, weights_sha256=None, ranges_sha256=None)
         ranges = None
-    changed = sorted(k for k, v in overrides.items() if k not in ("weights", "ranges") and getattr(base, k) != v)
+    changed = sorted(k for k, v in overrides.items()  # shards change what is kept, not the DNA's numbers
+                     if k not in ("weights", "ranges", "shards") and getattr(base, k) != v)
     if changed:
         notes.append(f"overriding {', '.join(changed)} of '{like}' (the DNAs may not be comparable)")
     if "ranges" in overrides:

@@ -36,9 +36,9 @@ def drift_cmd(
     json: JsonOpt = False,
     quiet: QuietOpt = False,
 ):
-    """Has a new batch of images drifted from a reference? Computes SOURCE with REFERENCE's
-    settings and shards (as --like), compares, and exits 0 (no drift), 1 (drift) or 2 (error).
+    """Has a batch of images drifted from a reference? Exits 0 (no drift), 1 (drift), 2 (error).
 
+    Computes SOURCE with REFERENCE's settings and shard count (as --like), then compares.
     Drift: the shard permutation test rejects "one distribution" at --alpha (and, with
     --threshold D, the distance above the noise floor exceeds D).
 
