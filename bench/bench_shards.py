@@ -11,6 +11,10 @@ image) has synthetic counts: per neuron a Gaussian activation profile, each imag
 its own mean shift and width, counted by multinomial draws, so shard histograms are about
 as sparse as real ones of that size.
 
+compare --ci time (--time-ci): process CPU time of vdnacli.stats.compare_ci with 999
+permutations between two 8-shard DNAs of each size (Lite0: the real DNA against itself, the
+ViT-sized: two synthetic DNAs).
+
 Counting time: one real batch of Lite0 activations counted into K shards (grouped by shard,
 one count per shard present, added into its row) against the plain count (K = 0), process
 CPU time, best of --repeats; and the forward pass of that batch for scale.
@@ -119,12 +123,22 @@ def counting_times(ext, folder: Path, ks, repeats: int) -> tuple[dict[int, float
     return out, forward
 
 
+def ci_seconds(a, b) -> float:
+    from vdnacli.stats import compare_ci
+
+    a.meta["name"], b.meta["name"] = "a", "b"
+    t = time.process_time()
+    compare_ci(a, b, permutations=999)
+    return time.process_time() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=256, help="real images in the Lite0 DNA")
     ap.add_argument("--vit-images", type=int, default=1000, help="images in the synthetic ViT-sized DNA")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip-vit", action="store_true")
+    ap.add_argument("--time-ci", action="store_true", help="also time compare --ci (8 shards, 999 permutations)")
     args = ap.parse_args()
     ks = (0, 4, 8, 16)
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}")
@@ -142,6 +156,9 @@ def main() -> None:
         print("| K | counting | x K=0 | share of forward |\n|---|---|---|---|")
         for k in ks:
             print(f"| {k} | {times[k]:.3f} s | {times[k] / times[0]:.2f} | {times[k] / forward * 100:.1f} % |")
+        if args.time_ci:
+            dna.shards = dna.shards.fold(8)
+            print(f"\ncompare --ci, Lite0 (8 + 8 shards, 999 permutations): {ci_seconds(dna, dna):.2f} s CPU")
         if not args.skip_vit:
             vit = vit_dna(args.vit_images, 16)
             sizes = entry_sizes(vit, ks, tmp / "reg-vit")
@@ -150,6 +167,10 @@ def main() -> None:
             print("| K | entry | x K=0 |\n|---|---|---|")
             for k in ks:
                 print(f"| {k} | {sizes[k] / 2**20:.2f} MiB | {sizes[k] / sizes[0]:.2f} |")
+            if args.time_ci:
+                vit.shards = vit.shards.fold(8)
+                other = vit_dna(args.vit_images, 8, seed=1)
+                print(f"\ncompare --ci, ViT-sized (8 + 8 shards, 999 permutations): {ci_seconds(vit, other):.2f} s CPU")
 
 
 if __name__ == "__main__":

@@ -181,3 +181,23 @@ def test_rank_tells_apart_only_what_the_noise_allows():
     assert rows[1].distinct_from_next is True  # near2 vs far
     assert rows[2].distinct_from_next is None  # the last row has no next
     assert all(r.interval.lo <= r.distance <= r.interval.hi for r in rows)
+
+
+def test_weights_and_selection_follow_compare():
+    """--ignore weights (EMD_W, Eq. 5) and --neuron selections: the interval is for the same
+    distance `compare` prints, and holds it."""
+    from vdnacli.distances import compare, make_selection
+
+    rng = np.random.default_rng(5)
+    a = sample_dna(rng, np.array([20.0, 25.0, 30.0]), 50, "a")
+    b = sample_dna(rng, np.array([21.0, 25.0, 36.0]), 50, "b")
+    w = {"l0": np.array([0.7, 0.3, 0.0])}  # the third neuron, which moved most, is ignored
+    r = stats.compare_ci(a, b, weights=w, permutations=99)
+    assert r.overall.distance == pytest.approx(compare(a, b, weights=w).distance)
+    assert r.overall.lo <= r.overall.distance <= r.overall.hi
+    full = stats.compare_ci(a, b, permutations=0).overall
+    assert r.overall.distance < full.distance
+    sel = make_selection(a.layers, None, {"l0": [2]})
+    one = stats.compare_ci(a, b, selection=sel, permutations=99)
+    assert one.overall.distance == pytest.approx(compare(a, b, selection=sel).distance)
+    assert one.moved(1)[0][1] == 2 and one.overall.p_value == pytest.approx(0.01)

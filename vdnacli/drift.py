@@ -232,6 +232,9 @@ def plan(catalog, reference: str, precision: float = 0.02, distance: float | Non
         if name == reference:
             continue
         try:
+            meta = catalog.registry.meta(name)  # skip other networks without reading their arrays
+            if meta.get("extractor") != ref.meta.get("extractor") or kind not in (meta.get("kinds") or []):
+                continue
             d = compare(ref, catalog.get(name, [kind]), metric, sel, weights).distance
         except (VdnaError, RegistryError):  # incomparable or unreadable entries are simply not rows
             continue
