@@ -104,13 +104,13 @@ def per_image(name: str, arrays, ext, settings, ranges, cache: Path) -> PerImage
     layers = dict(ext.spec.layers)
     meta = new_meta(extractor=ext.spec.name, weights_sha256=ext.weights_sha256, ranges_sha256=ranges.sha256(),
                     layers=layers, bins=settings.bins, preprocessing=settings.preprocessing(ext.spec), kinds=["hist"],
-                    binning=settings.binning)
-    f = cache / f"{name}-{len(arrays)}.npz"
+                    binning=settings.binning, extractor_revision=ext.spec.revision)
+    f = cache / f"{name}-{len(arrays)}-r{ext.spec.revision}-{ranges.sha256()[:12]}.npz"
     if f.exists():
         z = np.load(f, allow_pickle=False)
         rows = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         return PerImage(rows, z["digests"], layers, settings.bins, meta)
-    folder = samples.write_pngs(arrays, cache / f"png-{name}")
+    folder = samples.write_pngs(arrays, cache / f"png-{name}-{len(arrays)}")
     refs = list_images(folder)
     parts, digests = [], []
     t = time.time()

@@ -51,7 +51,10 @@ def test_shards_add_up_to_the_dna_and_each_is_the_dna_of_its_images(photos, lite
             continue
         alone, _ = compute_dna(mine, lite0, s, Run(batch_size=4))
         for layer in ("stage1", "head"):
-            assert np.array_equal(sh.hist[layer][j], alone.hist[layer])
+            # the same activations, each in the same bin but for float32 forward passes rounding per
+            # batch (an activation on a bin edge may move to its neighbour)
+            assert np.array_equal(sh.hist[layer][j].sum(axis=1), alone.hist[layer].sum(axis=1))
+            assert np.abs(sh.hist[layer][j] - alone.hist[layer]).sum() <= 1e-4 * alone.hist[layer].sum()
             assert np.allclose(sh.gauss[layer][0][j], alone.gauss[layer].sum, rtol=1e-4, atol=1e-6)  # float32 forward passes round per batch
 
 
@@ -134,8 +137,9 @@ def test_append_and_merge_keep_shards_consistent(tmp_path, sample_dirs):
     add(cat, AddRequest("second", second, s, device="cpu", workers=0, offline=True))
     grown, whole = cat.get("grown", shards=True), cat.get("union", shards=True)
     assert np.array_equal(grown.shards.images, whole.shards.images)
-    for layer in whole.layers:
-        assert np.array_equal(grown.shards.hist[layer], whole.shards.hist[layer])
+    for layer in whole.layers:  # equal up to activations on a bin edge (batches differ)
+        g, w = grown.shards.hist[layer], whole.shards.hist[layer]
+        assert np.array_equal(g.sum(axis=2), w.sum(axis=2)) and np.abs(g - w).sum() <= 1e-4 * w.sum()
     with pytest.raises(ConfigError, match="shards"):  # appending with another shard count is refused
         add(cat, AddRequest("grown", second, s.replace(shards=8), device="cpu", workers=0, offline=True, append=True))
     settings, _, _ = resolve_settings(cat, like="grown")
