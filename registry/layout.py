@@ -10,6 +10,9 @@ Dataset groups with a size cap of their own (checked on read before anything is 
                                     at most THUMBNAILS_MAX_BYTES per dataset. Optional: entries
                                     without them (older ones included) read as before, and
                                     readers that do not know the group ignore it.
+
+Optional groups a reader may leave out of a whole-entry read (`skip`), e.g. "shards/" (the
+shard DNAs of vdnacli.shards: K times the size of the DNA, read only by the statistics).
 """
 from __future__ import annotations
 
@@ -233,14 +236,15 @@ def _dataset_paths(f: h5py.File) -> list[str]:
 
 
 def read_entry(path: Path, keys: Iterable[str] | None = None, verify: bool = False,
-               caps: CapsRule | None = None) -> tuple[dict, dict]:
-    """Return (meta, arrays); `keys` restricts which arrays are read.
+               caps: CapsRule | None = None, skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Return (meta, arrays); `keys` restricts which arrays are read; without `keys`, arrays
+    whose path starts with one of the `skip` prefixes are not read.
 
     `caps(meta)` bounds the declared sizes (per dataset and for the file); every dataset is
     checked before the first is read, then they are read (and, with `verify`, hashed) one at a time.
     """
     try:
-        return _read_entry(path, keys, verify, caps)
+        return _read_entry(path, keys, verify, caps, skip)
     except (OSError, RuntimeError) as e:  # h5py's errors for damaged heaps and chunks
         raise CorruptEntryError(f"{path.name}: damaged file ({str(e).splitlines()[0][:200]})") from None
 
@@ -310,14 +314,15 @@ def _values(ds: h5py.Dataset, key: str, path: Path, checksums: dict | None) -> n
     return arr
 
 
-def _read_entry(path: Path, keys, verify: bool, caps_rule: CapsRule | None) -> tuple[dict, dict]:
+def _read_entry(path: Path, keys, verify: bool, caps_rule: CapsRule | None,
+                skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
     with _open(path) as f:
         meta = _json_attr(f, "meta", path)
         checksums = _json_attr(f, "checksums", path) if verify else None
         caps = caps_rule(meta) if caps_rule is not None else None
-        wanted = list(keys) if keys is not None else _dataset_paths(f)
+        wanted = list(keys) if keys is not None else [k for k in _dataset_paths(f) if not k.startswith(skip or ())]
         if verify and keys is None:
-            missing = sorted(set(checksums) - set(wanted))
+            missing = sorted(k for k in set(checksums) - set(wanted) if not k.startswith(skip or ()))
             if missing:
                 raise CorruptEntryError(f"{path.name}: dataset {missing[0]!r} is missing")
         datasets = {key: _plain_dataset(f, key, path, caps) for key in wanted}  # every check before any read

@@ -156,8 +156,9 @@ class Registry:
     def meta(self, name: str) -> dict:
         return layout.read_meta(self._existing(name))
 
-    def read(self, name: str, keys: Iterable[str] | None = None, verify: bool = False) -> tuple[dict, dict]:
-        return layout.read_entry(self._existing(name), keys=keys, verify=verify, caps=self.caps)
+    def read(self, name: str, keys: Iterable[str] | None = None, verify: bool = False,
+             skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+        return layout.read_entry(self._existing(name), keys=keys, verify=verify, caps=self.caps, skip=skip)
 
     def open(self, name: str) -> layout.EntryReader:
         """An entry opened for lazy reads (`with registry.open(name) as r: r.array(key)`)."""

@@ -178,6 +178,39 @@ def test_push_then_pull_is_exact(hub, tmp_path, monkeypatch):
     assert dst.registry.verify("faces") == []
 
 
+def test_shards_travel_with_their_dna(hub, tmp_path, monkeypatch):
+    """Shard DNAs (vdna add --shards) are part of the entry: push and pull carry them exactly."""
+    from vdnacli.shards import Shards
+
+    monkeypatch.setenv("HF_TOKEN", WRITE)
+    original = synthetic(2)
+    rng = np.random.default_rng(0)
+    k = 4
+    hist = {}
+    for l, h in original.hist.items():  # split each cell's counts over 4 shards
+        cut = np.stack([rng.binomial(h, 1 / (k - j)) for j in range(k)])
+        left = h.copy()
+        for j in range(k - 1):
+            cut[j] = np.minimum(cut[j], left)
+            left -= cut[j]
+        cut[k - 1] = left
+        hist[l] = cut
+    images = np.array([6, 6, 6, original.num_images - 18])
+    gauss = {l: (np.stack([g.sum / k] * k), np.stack([g.sumsq / k] * k)) for l, g in original.gauss.items()}
+    original.shards = Shards(k, images, hist=hist, gauss=gauss)
+    src = Catalog(tmp_path / "alice")
+    src.put("faces", original)
+    H.push(src, "faces", "me/sharded")
+    dst = Catalog(tmp_path / "bob")
+    H.pull(dst, "me/sharded")
+    got = dst.get("faces", shards=True).shards
+    assert got.count == k and np.array_equal(got.images, images)
+    for l in original.layers:
+        assert np.array_equal(got.hist[l], hist[l])
+        assert np.allclose(got.gauss[l][0], gauss[l][0])
+    assert dst.registry.verify("faces") == []
+
+
 def test_card_describes_each_dna_and_keeps_other_sections(hub, tmp_path, monkeypatch):
     published(hub, tmp_path, {"faces": synthetic(1, kinds=("hist",))}, repo="me/cat")
     card = hub.files("me/cat")["README.md"].decode()

@@ -56,7 +56,8 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
         overrides["extractor"] = extractor
         base = dataclasses.replace(base, weights_sha256=None, ranges_sha256=None)
         ranges = None
-    changed = sorted(k for k, v in overrides.items() if k not in ("weights", "ranges") and getattr(base, k) != v)
+    changed = sorted(k for k, v in overrides.items()  # shards change what is kept, not the DNA's numbers
+                     if k not in ("weights", "ranges", "shards") and getattr(base, k) != v)
     if changed:
         notes.append(f"overriding {', '.join(changed)} of '{like}' (the DNAs may not be comparable)")
     if "ranges" in overrides:
@@ -79,7 +80,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     given_ranges = req.like_ranges
     if req.append:
         stamp = catalog.registry.stamp(req.name)  # before reading: a concurrent change makes the put fail
-        existing = catalog.get(req.name)
+        existing = catalog.get(req.name, shards=True)
         settings, given_ranges = _append_settings(req.name, existing, req.settings)
     elif not req.replace and req.name in catalog.registry:
         raise EntryExistsError(req.name)
@@ -159,7 +160,7 @@ def _append_settings(name: str, existing: DNA, asked: ComputeSettings | None):
     recorded = ComputeSettings.from_meta(existing.meta, like=name)
     if asked is not None:
         differ = [f for f in ("extractor", "kinds", "bins", "decode_mode", "crop", "crop_seed", "resize", "binning",
-                              "precision", "decoder") if getattr(asked, f) != getattr(recorded, f)]
+                              "precision", "decoder", "shards") if getattr(asked, f) != getattr(recorded, f)]
         if differ:
             raise ConfigError(f"'{name}' was computed with other settings ({', '.join(differ)}: "
                               + ", ".join(f"{f}={getattr(recorded, f)}" for f in differ[:3])
@@ -175,7 +176,7 @@ def merge_entries(catalog: Catalog, new: str, names: list[str], replace: bool = 
     if not replace and new in catalog.registry:
         raise EntryExistsError(new)
     stamp = catalog.registry.stamp(new) if replace and new in names else False  # merging into itself
-    dna = merge([catalog.get(n) for n in names], name=new)
+    dna = merge([catalog.get(n, shards=True) for n in names], name=new)
     dna.meta["origin"] = {"kind": "merge", "parts": list(names)}
     catalog.put(new, dna, replace=replace, expect=stamp)
     return dna

@@ -9,6 +9,7 @@ import numpy as np
 
 from registry import Registry, RegistryError, validate_name
 from vdnacli import dna as dna_mod
+from vdnacli import shards as shards_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
 from vdnacli.errors import FormatError, IncompatibleDNAError
@@ -73,6 +74,10 @@ class Catalog:
     def entry(dna: DNA) -> tuple[dict, dict]:
         """(meta, arrays) as the registry stores a DNA: its arrays plus the nearest-search sketch
         (for group commits through `registry.put_many`, e.g. a pull)."""
+        if dna.shards is not None:  # the record always says what the entry keeps
+            dna.meta["shards"] = dna.shards.record()
+        else:
+            dna.meta.pop("shards", None)
         arrays = dna_mod.to_arrays(dna)
         if dna.hist is not None and (dna.meta.get("bins") or 0) <= 65535:
             arrays["sketch/mean"], arrays["sketch/quantiles"] = sketch_dna_hist(dna.hist)
@@ -93,8 +98,10 @@ class Catalog:
         self.put(name, dna, replace=replace)
         return dna
 
-    def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None) -> DNA:
-        """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries)."""
+    def get(self, name: str, kinds: list[str] | None = None, layers: list[str] | None = None,
+            shards: bool = False) -> DNA:
+        """Load a DNA; `kinds` and `layers` restrict which arrays are read (faster for big entries);
+        `shards` also reads its shard DNAs (K times the DNA's size; only the statistics need them)."""
         meta = self.registry.meta(name)
         if (bad := meta_problem(meta)) is not None:  # a forged or foreign entry: one clear error
             raise FormatError(f"entry '{name}': {bad}; run 'vdna verify'")
@@ -102,17 +109,19 @@ class Catalog:
         if kinds is not None or layers is not None:
             kinds = kinds if kinds is not None else list(meta.get("kinds", []))
             keys = []
-            for layer, _ in meta.get("layers", []):
-                if layers is not None and layer not in layers:
-                    continue
-                if "hist" in kinds and "hist" in meta.get("kinds", []):
+            have = [k for k in meta.get("kinds", []) if k in kinds]
+            chosen = [layer for layer, _ in meta.get("layers", []) if layers is None or layer in layers]
+            for layer in chosen:
+                if "hist" in have:
                     keys.append(f"hist/{layer}")
-                if "gauss" in kinds and "gauss" in meta.get("kinds", []):
+                if "gauss" in have:
                     keys += [f"gauss/{layer}/{p}" for p in ("count", "sum", "sumsq")]
-                if "layer-gauss" in kinds and "layer-gauss" in meta.get("kinds", []):
+                if "layer-gauss" in have:
                     keys += [f"layer_gauss/{layer}/{p}" for p in ("count", "sum", "outer")]
-            meta = dict(meta, kinds=[k for k in meta.get("kinds", []) if k in kinds])
-        _, arrays = self.registry.read(name, keys=keys)
+            if shards and shards_mod.count_of(meta):
+                keys += shards_mod.keys(meta, have, chosen)
+            meta = dict(meta, kinds=have)
+        _, arrays = self.registry.read(name, keys=keys, skip=() if shards else (shards_mod.PREFIX,))
         d = dna_mod.from_arrays(meta, arrays, only_layers=layers)
         d.meta["name"] = name
         return d
@@ -176,6 +185,39 @@ class Catalog:
         da, db = self.get(a, [kind]), self.get(b, [kind])
         sel = make_selection(da.layers, layers, neurons)
         return compare(da, db, metric, sel, weights)
+
+    def compare_ci(self, a: str, b: str, metric: str = "emd", layers=None, neurons=None, weights=None,
+                   permutations: int | None = None, seed: int = 0):
+        """(Comparison, CompareCI or None, note): the distance with its uncertainty from both
+        entries' shards (vdnacli.stats); with an unsharded side, None and a note saying why no
+        interval can be given."""
+        from vdnacli import stats
+
+        kind = METRICS.get(metric, "hist")
+        da, db = self.get(a, [kind], shards=True), self.get(b, [kind], shards=True)
+        sel = make_selection(da.layers, layers, neurons)
+        plain = compare(da, db, metric, sel, weights)
+        try:
+            ci = stats.compare_ci(da, db, metric, sel, weights, stats.PERMUTATIONS if permutations is None
+                                  else permutations, seed, plain=plain)
+        except stats.NoIntervalError as e:
+            return plain, None, str(e)
+        return plain, ci, None
+
+    def rank_ci(self, name: str, ranked: list[tuple[str, float]], metric: str = "emd", layers=None, neurons=None,
+                weights=None, seed: int = 0):
+        """Intervals for rows of a ranking against `name`, and which rows can be told apart
+        from the next (vdnacli.stats.rank_ci)."""
+        from vdnacli import stats
+
+        kind = METRICS.get(metric, "hist")
+        query = self.get(name, [kind], shards=True)
+        sel = make_selection(query.layers, layers, neurons)
+        others = [(n, self.get(n, [kind], shards=True)) for n, _ in ranked]
+        if query.shards is None:
+            rows = [stats.RankedRow(n, d, None, None, str(stats.NoShardsError(name))) for n, d in ranked]
+            return rows
+        return stats.rank_ci(query, others, metric, sel, weights, seed=seed)
 
     def nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
                 candidates: list[str] | None = None, exact: bool = False, stats: dict | None = None,

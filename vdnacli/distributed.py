@@ -112,7 +112,20 @@ def reduce_dna(local: DNA, device) -> DNA:
     meta["num_images"] = int(_all_reduce(np.array([local.num_images], dtype=np.int64), device)[0])
     hashes = _gather_hashes(local.image_hashes if local.image_hashes is not None else np.zeros((0, 16), np.uint8), device)
     meta["images_sha256"] = images_digest(hashes)
-    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=local.ranges)
+    shards = None
+    if local.shards is not None:  # an image's shard depends on its content alone: shard j sums over ranks
+        from vdnacli.shards import Shards
+
+        sh = local.shards
+
+        def pairs(d):
+            return None if d is None else {l: (_all_reduce(a, device), _all_reduce(b, device)) for l, (a, b) in d.items()}
+
+        shards = Shards(sh.count, _all_reduce(sh.images, device),
+                        None if sh.hist is None else {l: _all_reduce(h, device) for l, h in sh.hist.items()},
+                        pairs(sh.gauss), pairs(sh.layer_gauss))
+    return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=local.ranges,
+               shards=shards)
 
 
 def reduce_int(value: int, device) -> int:

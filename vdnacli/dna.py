@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from vdnacli import __version__
+from vdnacli import shards as shards_mod
 from vdnacli.errors import FormatError, IncompatibleDNAError
 from vdnacli.thumbnails import Thumbnails, combine as combine_thumbnails
 
@@ -96,6 +97,7 @@ class DNA:
     image_hashes: np.ndarray | None = field(default=None, repr=False)  # sorted [n, 16] uint8
     thumbnails: Thumbnails | None = field(default=None, repr=False)  # a few images, by smallest hash
     ranges: object | None = field(default=None, repr=False)  # vdnacli.ranges.ActivationRanges (hist DNAs)
+    shards: object | None = field(default=None, repr=False)  # vdnacli.shards.Shards: K disjoint parts, summing to this
 
     # -- descriptive -------------------------------------------------------------
     @property
@@ -240,6 +242,11 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
         gauss = {l: sum((d.gauss[l] for d in dnas[1:]), first.gauss[l]) for l in first.gauss}
     if "layer-gauss" in kinds:
         layer_gauss = {l: sum((d.layer_gauss[l] for d in dnas[1:]), first.layer_gauss[l]) for l in first.layer_gauss}
+    parts, _ = shards_mod.merge([d.shards for d in dnas], kinds)
+    if parts is not None:
+        meta["shards"] = parts.record()
+    else:
+        meta.pop("shards", None)
     hashes = None
     if all(d.image_hashes is not None for d in dnas):
         hashes = np.unique(np.concatenate([d.image_hashes for d in dnas]), axis=0)
@@ -249,7 +256,7 @@ def merge(dnas: list[DNA], name: str | None = None) -> DNA:
     thumbs = combine_thumbnails((d.thumbnails, len(d.image_hashes) if d.image_hashes is not None else d.num_images)
                                 for d in dnas)
     return DNA(meta=meta, hist=hist, gauss=gauss, layer_gauss=layer_gauss, image_hashes=hashes, ranges=ranges,
-               thumbnails=thumbs)
+               thumbnails=thumbs, shards=parts)
 
 
 # -- conversion to and from the registry's (meta, arrays) form -------------------------
@@ -284,6 +291,8 @@ def to_arrays(dna: DNA) -> dict[str, np.ndarray]:
         for layer in dna.layers:
             arrays[f"ranges/{layer}/min"] = np.asarray(dna.ranges.mins[layer], dtype=np.float64)
             arrays[f"ranges/{layer}/max"] = np.asarray(dna.ranges.maxs[layer], dtype=np.float64)
+    if dna.shards is not None:
+        arrays.update(dna.shards.to_arrays())
     return arrays
 
 
@@ -374,5 +383,7 @@ def from_arrays(meta: dict, arrays: dict[str, np.ndarray], only_layers=None) -> 
                 raise FormatError(f"layer Gaussian of layer {layer!r} has wrong shape or non-finite values")
             layer_gauss[layer] = LayerGaussian(c, s, o)
     ranges = _ranges_from_arrays(meta, arrays, layers) if hist is not None and only_layers is None else None
+    shards = shards_mod.from_arrays(meta, arrays, layers, kinds, bins, (hist, gauss, layer_gauss))
     return DNA(meta=dict(meta), hist=hist, gauss=gauss, layer_gauss=layer_gauss,
-               image_hashes=arrays.get("images/hashes"), ranges=ranges, thumbnails=Thumbnails.from_arrays(arrays))
+               image_hashes=arrays.get("images/hashes"), ranges=ranges, thumbnails=Thumbnails.from_arrays(arrays),
+               shards=shards)

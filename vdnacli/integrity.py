@@ -16,7 +16,9 @@ infinite Gaussian sums, and the invariants every real DNA satisfies:
   * images/hashes: at most one per image, sorted and unique, matching images_sha256;
   * thumbnails: well formed (vdnacli.thumbnails), each of an image the DNA counted;
   * sketch (nearest search): equal to the sketch recomputed from the histograms, else
-    the search could prune a true neighbour.
+    the search could prune a true neighbour;
+  * shards: recorded in the metadata exactly when stored, and adding up to the DNA (checked
+    on load by vdnacli.shards.from_arrays).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import numpy as np
 from registry import Caps, Registry
 from vdnacli import dna as dna_mod
 from vdnacli.errors import FormatError, VdnaError
+from vdnacli.shards import count_of
 
 MAX_IMAGES = 2**53 - 1  # image counts are exact in float64 below 2^53
 MAX_COUNT = np.iinfo(np.int64).max  # histogram counts are int64 once read
@@ -101,6 +104,15 @@ def entry_caps(meta) -> Caps:
             per[f"ranges/{l}/min"] = per[f"ranges/{l}/max"] = n * 8  # the activation ranges a DNA keeps
             if "layer-gauss" in meta["kinds"]:
                 per[f"layer_gauss/{l}/outer"] = n * n * 8
+        k = count_of(meta)  # shard DNAs: K times each per-neuron array (vdnacli.shards)
+        if k:
+            per["shards/images"] = k * 8
+            for l, n in meta["layers"]:
+                per[f"shards/hist/{l}"] = k * n * bins * 8
+                for part in ("gauss/{}/sum", "gauss/{}/sumsq", "layer_gauss/{}/sum"):
+                    per["shards/" + part.format(l)] = k * n * 8
+                if "layer-gauss" in meta["kinds"]:
+                    per[f"shards/layer_gauss/{l}/outer"] = k * n * n * 8
         per["images/hashes"] = min(meta["num_images"], 1 << 36) * 16
         per["sketch/mean"] = neurons * 8
         per["sketch/quantiles"] = neurons * 64 * 2
@@ -189,6 +201,8 @@ def dna_problems(meta: dict, arrays: dict[str, np.ndarray]) -> list[str]:
                     problems.append("a thumbnail shows an image the DNA did not count")
     if dna.hist is not None and "sketch/mean" in arrays:
         problems += _sketch_problems(dna, arrays)
+    if count_of(meta) and dna.shards is None:
+        problems.append(f"the metadata records {count_of(meta)} shards but the entry stores none")
     return problems
 
 

@@ -71,7 +71,7 @@ def export_upstream(dna: DNA, path: Path, kind: str | None = None, force: bool =
     upstream_type = {v: k for k, v in TYPES.items()}[kind]
     name = f"histogram-{dna.meta['bins']}" if kind == "hist" else upstream_type
     pre = dna.meta.get("preprocessing") or {}
-    ours = {k: v for k, v in dna.meta.items() if k != "name"}
+    ours = {k: v for k, v in dna.meta.items() if k not in ("name", "shards")}  # the pair has no room for shards
     if kind == "hist" and dna.ranges is not None:
         ours["ranges_values"] = {l: {"min": dna.ranges.mins[l].tolist(), "max": dna.ranges.maxs[l].tolist()}
                                  for l in layers}
@@ -263,6 +263,7 @@ def import_upstream(path: Path) -> DNA:
     ours = meta.get("vdnacli") if isinstance(meta.get("vdnacli"), dict) else None
     m = dict(ours) if ours is not None else _meta_from_upstream(meta, layers, kind, jpath.name)
     kept_ranges = m.pop("ranges_values", None)
+    m.pop("shards", None)  # the pair never carries shard DNAs
     m["num_images"] = num_images
     m["layers"] = [[l, n] for l, n in layers.items()]
     m["kinds"] = [kind]

@@ -99,21 +99,19 @@ def _check_out(out: torch.Tensor | None, n: int, bins: int, device: torch.device
         raise ValueError(f"out must be a contiguous int64 tensor of shape ({n}, {bins}) on {device}")
 
 
-def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
-                     workspace: Workspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions], with torch
-    ops only (any device; the CPU fallback when Numba is not installed). With `out`, the
-    counts are added to it and it is returned.
+def bin_keys(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
+             workspace: Workspace | None = None) -> torch.Tensor:
+    """The flat bin of every activation [batch, neurons, positions]: neuron * bins + bin, in a
+    reused int32 (int64 past 2^31 bins) buffer. `histogram_counts` is their bincount.
 
-    Five elementwise passes into reused buffers, then one bincount: t = (a - lo) * scale in
-    float32 (bf16/fp16 activations are promoted first, as in the reference), clamped into
-    [0, B-1]; converting a clamped value to an integer truncates, which equals floor on
-    [0, B-1]; each neuron's bins are then offset so that one bincount counts them all.
-    Clamping maps +-inf to the edge bins and keeps NaN, so one sum of the clamped values
-    (finite unless a NaN is present) detects NaN activations without a separate pass.
+    Five elementwise passes into reused buffers: t = (a - lo) * scale in float32 (bf16/fp16
+    activations are promoted first, as in the reference), clamped into [0, B-1]; converting a
+    clamped value to an integer truncates, which equals floor on [0, B-1]; each neuron's bins
+    are then offset so that one bincount counts them all. Clamping maps +-inf to the edge bins
+    and keeps NaN, so one sum of the clamped values (finite unless a NaN is present) detects
+    NaN activations without a separate pass.
     """
     b, n, s = acts.shape
-    _check_out(out, n, bins, acts.device)
     if acts.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         acts = acts.float()  # round to float32 first, as the reference does (exact for the 16-bit types)
     index_dtype = torch.int32 if n * bins < 2**31 else torch.int64
@@ -127,7 +125,17 @@ def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, 
         raise VdnaError("the extractor produced NaN activations; check the input images and precision")
     k.copy_(t)
     k.add_((torch.arange(n, device=acts.device, dtype=index_dtype) * bins).view(1, n, 1))
-    counts = _bincount(k, n * bins).view(n, bins)
+    return k
+
+
+def histogram_counts(acts: torch.Tensor, lo: torch.Tensor, scale: torch.Tensor, bins: int,
+                     workspace: Workspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Counts [neurons, bins] (int64) of activations [batch, neurons, positions]: one bincount
+    of `bin_keys`, with torch ops only (any device; the CPU fallback when Numba is not
+    installed). With `out`, the counts are added to it and it is returned."""
+    b, n, s = acts.shape
+    _check_out(out, n, bins, acts.device)
+    counts = _bincount(bin_keys(acts, lo, scale, bins, workspace), n * bins).view(n, bins)
     return counts.to(torch.int64) if out is None else out.add_(counts)
 
 

@@ -16,6 +16,7 @@ from vdnacli.extractors.loaded import Extractor, default_ranges
 from vdnacli.preprocess import ImageRecipe
 from vdnacli.ranges import ActivationRanges
 from vdnacli.settings import ComputeSettings
+from vdnacli.shards import Shards, shard_ids
 from vdnacli.sources import Item, Ref, Source, close_handles
 
 Progress = Callable[[int, "int | None"], None]  # (done, total); total None: not known (a stream)
@@ -303,15 +304,37 @@ def iter_batches(
                 run.progress(done, total)
 
 
-class HistAccumulator:
-    """Per-layer running counts under the settings' binning rule (vdnacli.binning)."""
+class ShardGroups:
+    """The images of one batch grouped by shard: a batch order that makes each shard's images
+    contiguous, and (shard, start, stop) for each shard present. Counting per group and adding
+    into the shard's row costs one count per shard present, not K counts of the whole batch."""
 
-    def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int, rule: str = "float32"):
+    def __init__(self, ids: np.ndarray, device):
+        import torch
+
+        order = np.argsort(ids, kind="stable")
+        self.ids = torch.from_numpy(ids).to(device)
+        self.sorted = bool((order == np.arange(len(ids))).all())
+        self.order = None if self.sorted else torch.from_numpy(order).to(device)
+        shards, starts, sizes = np.unique(ids[order], return_index=True, return_counts=True)
+        self.groups = [(int(j), int(a), int(a + n)) for j, a, n in zip(shards, starts, sizes)]
+
+    def arrange(self, acts):
+        """The activations in group order (a copy only when the batch is not already grouped)."""
+        return acts if self.order is None else acts.index_select(0, self.order)
+
+
+class HistAccumulator:
+    """Per-layer running counts under the settings' binning rule (vdnacli.binning); with
+    `shards`, the counts of each shard (the full counts are their sum)."""
+
+    def __init__(self, extractor: Extractor, ranges: ActivationRanges, bins: int, rule: str = "float32",
+                 shards: int = 0):
         import torch
 
         from vdnacli.kernels import Workspace, bin_params, counter_for, upstream_counter_for
 
-        self.bins, self.rule = bins, rule
+        self.bins, self.rule, self.shards = bins, rule, shards
         self.workspace = Workspace()
         if rule == "vdna-0.1.1":
             self.count, self.counter = upstream_counter_for(extractor.device)
@@ -327,69 +350,128 @@ class HistAccumulator:
             else:
                 lo32, scale32 = bin_params(*ranges.interval(layer), bins)
                 self.params[layer] = (torch.from_numpy(lo32).to(dev), torch.from_numpy(scale32).to(dev))
-            self.counts[layer] = torch.zeros((n, bins), dtype=torch.int64, device=dev)
+            shape = (shards, n, bins) if shards else (n, bins)
+            self.counts[layer] = torch.zeros(shape, dtype=torch.int64, device=dev)
 
     def layer_counts(self, layer: str, acts, out=None):
         """Counts [neurons, bins] of one batch of one layer (added to `out` in place if given)."""
         p0, p1 = self.params[layer]  # (lo, scale) or, for vdna-0.1.1, (mean, std)
         return self.count(acts, p0, p1, self.bins, self.workspace, out=out)
 
-    def update(self, feats: dict) -> None:
+    def update(self, feats: dict, groups: ShardGroups | None = None) -> None:
+        from vdnacli.kernels import histogram_counts
+
         for layer, acts in feats.items():
-            self.layer_counts(layer, acts, out=self.counts[layer])
+            if not self.shards:
+                self.layer_counts(layer, acts, out=self.counts[layer])
+                continue
+            b, n, s = acts.shape
+            if self.rule == "float32" and self.count is histogram_counts and b * s < 8 * len(groups.groups) * self.bins:
+                self._scatter(layer, acts, groups.ids)
+                continue
+            acts = groups.arrange(acts)
+            for j, start, stop in groups.groups:
+                self.layer_counts(layer, acts[start:stop], out=self.counts[layer][j])
+
+    def _scatter(self, layer: str, acts, ids) -> None:
+        """Add every activation into its shard's row directly: a cost per activation, where a count
+        per shard present would pay neurons x bins per shard (layers with few positions per bin)."""
+        import torch
+
+        from vdnacli.kernels import bin_keys
+
+        b, n, _ = acts.shape
+        lo, scale = self.params[layer]
+        keys = bin_keys(acts, lo, scale, self.bins, self.workspace).to(torch.int64)
+        keys += (ids * (n * self.bins)).view(b, 1, 1)
+        keys = keys.view(-1)
+        self.counts[layer].view(-1).scatter_add_(0, keys, torch.ones(1, dtype=torch.int64, device=keys.device)
+                                                 .expand(keys.numel()))
 
     def result(self) -> dict[str, np.ndarray]:
         self.workspace.check_nan()
+        if self.shards:
+            return {l: c.sum(0).cpu().numpy() for l, c in self.counts.items()}
+        return {l: c.cpu().numpy() for l, c in self.counts.items()}
+
+    def shard_result(self) -> dict[str, np.ndarray]:
+        """Counts [K, neurons, bins] of each shard."""
         return {l: c.cpu().numpy() for l, c in self.counts.items()}
 
 
 class _GaussAccumulator:
-    """Sums of the per-image spatial mean of each neuron (float64), as upstream dna-fd."""
+    """Sums of the per-image spatial mean of each neuron (float64), as upstream dna-fd; with
+    `shards`, also each shard's sums (the full sums keep their own order of summation)."""
 
-    def __init__(self, extractor: Extractor):
+    def __init__(self, extractor: Extractor, shards: int = 0):
         import torch
 
         dev = extractor.device
         self.count = 0
         self.sum = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
         self.sumsq = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+        self.shards = shards
+        if shards:
+            self.shard_sum = {l: torch.zeros((shards, n), dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+            self.shard_sumsq = {l: torch.zeros((shards, n), dtype=torch.float64, device=dev)
+                                for l, n in extractor.spec.layers}
 
-    def update(self, feats: dict) -> None:
+    def update(self, feats: dict, groups: ShardGroups | None = None) -> None:
         import torch
 
         for layer, acts in feats.items():
             m = acts.to(torch.float64).mean(dim=2)
             self.sum[layer] += m.sum(0)
             self.sumsq[layer] += (m * m).sum(0)
+            if self.shards:
+                self.shard_sum[layer].index_add_(0, groups.ids, m)
+                self.shard_sumsq[layer].index_add_(0, groups.ids, m * m)
         self.count += next(iter(feats.values())).shape[0]
 
     def result(self) -> dict[str, Gaussian]:
         return {l: Gaussian(self.count, self.sum[l].cpu().numpy(), self.sumsq[l].cpu().numpy()) for l in self.sum}
 
+    def shard_result(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {l: (self.shard_sum[l].cpu().numpy(), self.shard_sumsq[l].cpu().numpy()) for l in self.shard_sum}
+
 
 class _LayerGaussAccumulator:
     """Per layer: count, sum [C] and sum of outer products [C, C] (float64) of the per-image
-    spatially averaged activations (FID's statistics, kept as mergeable sums)."""
+    spatially averaged activations (FID's statistics, kept as mergeable sums); with `shards`,
+    also each shard's."""
 
-    def __init__(self, extractor: Extractor):
+    def __init__(self, extractor: Extractor, shards: int = 0):
         import torch
 
         dev = extractor.device
         self.count = 0
         self.sum = {l: torch.zeros(n, dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
         self.outer = {l: torch.zeros((n, n), dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+        self.shards = shards
+        if shards:
+            self.shard_sum = {l: torch.zeros((shards, n), dtype=torch.float64, device=dev) for l, n in extractor.spec.layers}
+            self.shard_outer = {l: torch.zeros((shards, n, n), dtype=torch.float64, device=dev)
+                                for l, n in extractor.spec.layers}
 
-    def update(self, feats: dict) -> None:
+    def update(self, feats: dict, groups: ShardGroups | None = None) -> None:
         import torch
 
         for layer, acts in feats.items():
             m = acts.to(torch.float64).mean(dim=2)  # [B, C]
             self.sum[layer] += m.sum(0)
             self.outer[layer] += m.T @ m
+            if self.shards:
+                self.shard_sum[layer].index_add_(0, groups.ids, m)
+                m = groups.arrange(m)
+                for j, start, stop in groups.groups:
+                    self.shard_outer[layer][j] += m[start:stop].T @ m[start:stop]
         self.count += next(iter(feats.values())).shape[0]
 
     def result(self) -> dict[str, LayerGaussian]:
         return {l: LayerGaussian(self.count, self.sum[l].cpu().numpy(), self.outer[l].cpu().numpy()) for l in self.sum}
+
+    def shard_result(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {l: (self.shard_sum[l].cpu().numpy(), self.shard_outer[l].cpu().numpy()) for l in self.shard_sum}
 
 
 def autocast_dtype_of(precision: str):
@@ -465,18 +547,25 @@ def compute_dna(
     else:
         ranges = None
     report = ComputeReport()
-    hist = HistAccumulator(extractor, ranges, settings.bins, settings.binning) if "hist" in kinds else None
-    gauss = _GaussAccumulator(extractor) if "gauss" in kinds else None
-    layer_gauss = _LayerGaussAccumulator(extractor) if "layer-gauss" in kinds else None
+    k = settings.shards
+    hist = HistAccumulator(extractor, ranges, settings.bins, settings.binning, k) if "hist" in kinds else None
+    gauss = _GaussAccumulator(extractor, k) if "gauss" in kinds else None
+    layer_gauss = _LayerGaussAccumulator(extractor, k) if "layer-gauss" in kinds else None
     hashes: list[bytes] = []
+    shard_images = np.zeros(k, dtype=np.int64)
     start = time.perf_counter()
     for feats, digests, _ in iter_batches(source, extractor, settings, run, report):
+        groups = None
+        if k:
+            ids = shard_ids(digests, k)
+            shard_images += np.bincount(ids, minlength=k)
+            groups = ShardGroups(ids, extractor.device)
         if hist:
-            hist.update(feats)
+            hist.update(feats, groups)
         if gauss:
-            gauss.update(feats)
+            gauss.update(feats, groups)
         if layer_gauss:
-            layer_gauss.update(feats)
+            layer_gauss.update(feats, groups)
         hashes.extend(digests)
     report.seconds = time.perf_counter() - start
     if report.images == 0 and not run.allow_empty:
@@ -502,6 +591,11 @@ def compute_dna(
         meta["ranges"] = ranges_record(ranges)
     if name:
         meta["name"] = name
+    shards = None
+    if k:
+        shards = Shards(k, shard_images, hist.shard_result() if hist else None,
+                        gauss.shard_result() if gauss else None, layer_gauss.shard_result() if layer_gauss else None)
+        meta["shards"] = shards.record()
     dna = DNA(
         meta=meta,
         hist=hist.result() if hist else None,
@@ -509,6 +603,7 @@ def compute_dna(
         layer_gauss=layer_gauss.result() if layer_gauss else None,
         image_hashes=sorted_hashes,
         ranges=ranges,
+        shards=shards,
     )
     return dna, report
 

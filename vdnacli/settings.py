@@ -13,7 +13,8 @@ Two recipes exist, named by what they reproduce:
   "vdnacli"    ours: EXIF-upright decode (high bit depths rescaled), centre crop, clean resize,
                the binning rule of `vdnacli.kernels` (two float32 operations). Extractors
                outside the paper default to it, with their own crop and resize.
-Execution choices that do not change a DNA (device, batch size, workers) are not settings.
+Execution choices that do not change a DNA (device, batch size, workers) are not settings; the
+shard count is one (it decides which shard DNAs the entry keeps, vdnacli.shards).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vdnacli.errors import ConfigError
+from vdnacli.shards import check_count, count_of
 
 KINDS = ("hist", "gauss", "layer-gauss")
 DECODE_MODES = ("upright", "plain")  # EXIF-upright, high bit depths rescaled | PIL's Image.convert("RGB") (vdna 0.1.1)
@@ -56,6 +58,7 @@ class ComputeSettings:
     binning: str = "float32"
     precision: str = "fp32"
     decoder: str = "pil"
+    shards: int = 0  # keep the DNAs of K disjoint shards of the images too (vdnacli.shards; 0 = none)
     # set by from_meta: the entry whose record these settings were read from (for messages)
     like: str | None = field(default=None, compare=False)
 
@@ -72,6 +75,7 @@ class ComputeSettings:
             raise ConfigError(f"unknown kind {', '.join(bad) or '(none)'}; choose from {', '.join(KINDS)}")
         if not isinstance(self.bins, int) or not 2 <= self.bins <= 100_000:
             raise ConfigError("--bins must be between 2 and 100000")
+        check_count(self.shards)
         if self.decoder == "torch" and (self.resize != "pil" or self.decode_mode != "upright" or self.crop == "random"):
             raise ConfigError("--decode torch reproduces the 'pil' resize of EXIF-upright images with a centre crop or "
                               f"none; these settings use resize '{self.resize}', decode mode '{self.decode_mode}', crop "
@@ -120,6 +124,7 @@ class ComputeSettings:
                 binning=str(meta.get("binning") or "float32"),
                 precision=str(meta.get("precision", "fp32")),
                 decoder=decoder,
+                shards=count_of(meta),
                 like=like,
             )
         except (KeyError, TypeError, ValueError):

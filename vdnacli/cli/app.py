@@ -1,7 +1,8 @@
 """The `vdna` command: wires the command groups and maps errors to one line + exit code.
 
 Exit codes: 0 ok, 1 user error (one line on stderr), 2 usage error, 130 interrupted.
-`-v` (or VDNA_DEBUG=1) shows tracebacks.
+Commands whose exit status is a verdict (drift: 0 no drift, 1 drift) exit 2 on every error
+instead (`error_exit(2)`), as diff and cmp do. `-v` (or VDNA_DEBUG=1) shows tracebacks.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vdnacli import __version__
-from vdnacli.cli import compute, entries, hub, masks, query, report
+from vdnacli.cli import compute, entries, hub, masks, monitor, query, report
 
 app = typer.Typer(
     name="vdna",
@@ -21,7 +22,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=True,
 )
-_state = {"verbose": False}
+_state = {"verbose": False, "error_exit": 1}
+
+
+def error_exit(code: int) -> None:
+    """The exit status of errors from here on (a verdict command sets 2: its 1 means something)."""
+    _state["error_exit"] = code
 
 
 def _version(value: bool):
@@ -47,6 +53,7 @@ query.register(app)
 masks.register(app)
 hub.register(app)
 report.register(app)
+monitor.register(app)
 
 
 def main() -> None:
@@ -62,7 +69,7 @@ def main() -> None:
         if debug or _state["verbose"]:
             raise
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(_state["error_exit"])
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
@@ -70,4 +77,4 @@ def main() -> None:
         if debug or _state["verbose"]:
             raise
         print(f"error: internal error {type(e).__name__}: {e} (run with -v for the traceback)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(_state["error_exit"])

@@ -66,6 +66,10 @@ def add_cmd(
     precision: Annotated[Optional[str], typer.Option("--precision", help="Forward pass precision: fp32 (default), bf16 or "
                                                      "fp16 (recorded).", show_default=False)] = None,
     ranges: Annotated[Optional[Path], typer.Option("--ranges", help="Activation ranges file ('vdna calibrate', or upstream's JSON).")] = None,
+    shards: Annotated[Optional[int], typer.Option("--shards", help="Also keep the DNAs of K shards of the images "
+                                                  "(by content hash), for 'compare --ci', 'drift' and 'plan'; 0 = "
+                                                  "none. Default: 8, or the entry's with --like / --append.",
+                                                  show_default=False)] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite an entry of the same name.")] = False,
     append: Annotated[bool, typer.Option("--append", help="Add new images to an existing DNA (skips ones already counted).")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Fail on the first unreadable image instead of skipping it.")] = False,
@@ -89,6 +93,7 @@ def add_cmd(
     Comparable with a published DNA: vdna pull bramtoula/ffhq-mugs, then vdna add mine ./imgs --like ffhq
 
     Also: vdna add laion 'shards/shard-{000..099}.tar' · vdna add pets hf://datasets/ORG/NAME --split test
+    With uncertainty: vdna add mine ./imgs --shards 8, then vdna compare mine ref --ci
 
     On several GPUs or processes: torchrun --nproc-per-node 4 -m vdnacli add NAME SOURCE
     """
@@ -98,6 +103,7 @@ def add_cmd(
 
     source_options = SourceOptions(column=column, split=split, every=every, fps=fps, url_timeout=url_timeout,
                                    url_retries=url_retries, url_concurrency=url_concurrency)
+    from vdnacli.shards import DEFAULT_SHARDS
 
     s = settings(registry=registry, extractor=extractor, device=device, batch_size=batch_size, workers=workers, bins=bins,
                  offline=offline or None)
@@ -115,9 +121,10 @@ def add_cmd(
                                         crop=crop, crop_seed=crop_seed, resize=resize, binning=binning,
                                         decoder=decode, precision=precision).items() if v is not None})
     if like or append:  # the entry's settings; only flags given on the command line override them
-        base_extractor, flags["bins"] = extractor, bins
+        base_extractor, flags["bins"], flags["shards"] = extractor, bins, shards
     else:  # the extractor's defaults, after vdna.yaml / environment
         base_extractor, flags["bins"] = s.extractor, s.bins
+        flags["shards"] = DEFAULT_SHARDS if shards is None else shards
     compute, like_ranges, notes = resolve_settings(cat, like=name if append else like, extractor=base_extractor,
                                                    **flags)
     for note in notes if not append else ():  # --append refuses different settings itself
@@ -161,8 +168,12 @@ def merge_cmd(
     """
     from vdnacli.build import merge_entries
 
-    dna = merge_entries(open_catalog(registry), new, names, replace)
+    cat = open_catalog(registry)
+    dna = merge_entries(cat, new, names, replace)
     out = Output(json=json)
+    if dna.shards is None and dna.meta.get("shards") is None and any(
+            cat.registry.meta(n).get("shards") for n in names if n != new):
+        out.note(f"{new} keeps no shards: every part needs them, with shard counts that divide one another")
     if json:
         out.emit_json({"name": new, "num_images": dna.num_images, "parts": names})
     else:

@@ -168,6 +168,9 @@ def export_cmd(
     target = path / name if path.is_dir() else path
     j, n = export_upstream(dna, target, kind=kind, force=force)
     out = Output(json=json)
+    if cat.registry.meta(name).get("shards"):
+        out.note(f"the shard DNAs of {name} are not exported: vdna 0.1.1's file pair has no place for them "
+                 "(the registry entry, 'vdna push' and 'vdna pull' keep them)")
     if json:
         out.emit_json({"name": name, "json": str(j), "npz": str(n)})
     else:

@@ -78,3 +78,8 @@ FpsOpt = Annotated[Optional[float], typer.Option(
 UrlTimeoutOpt = Annotated[float, typer.Option("--url-timeout", help="URLs: seconds without progress before a try fails.")]
 UrlRetriesOpt = Annotated[int, typer.Option("--url-retries", help="URLs: retries after a failed try (timeouts, 5xx).")]
 UrlConcurrencyOpt = Annotated[int, typer.Option("--url-concurrency", help="URLs: downloads at once, all workers together.")]
+CIOpt = Annotated[bool, typer.Option("--ci", help="With uncertainty, from the entries' shards (vdna add --shards): "
+                                     "95 % interval, noise floor, same-distribution p-value.")]
+PermutationsOpt = Annotated[int, typer.Option("--permutations", min=0, help="Shard permutations of the same-distribution "
+                                              "test (all splits when fewer exist; 0 = no test).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random permutations and half splits.")]

@@ -9,8 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, resolve_focus, split_csv
-from vdnacli.cli.options import IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, PlotOpt, RegistryOpt, SheetOpt
+from vdnacli.cli.options import (CIOpt, IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, PermutationsOpt,
+                                 PlotOpt, RegistryOpt, SeedOpt, SheetOpt)
 from vdnacli.cli.output import Output, bar
+from vdnacli.cli.uncertainty import NO_INTERVAL, render_ci
 
 
 def render_comparison(out: Output, c, top: int) -> None:
@@ -35,19 +37,31 @@ def compare_cmd(
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
     plot: PlotOpt = None,
+    ci: CIOpt = False,
+    permutations: PermutationsOpt = 999,
+    seed: SeedOpt = 0,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
     """Distance between two DNAs, with per-layer breakdown and the neurons that drive it.
 
-    Example: vdna compare cityscapes bdd100k --layer head
+    With --ci (both DNAs made with --shards): a 95 % interval for the population distance,
+    the noise floor of these sample sizes and a same-distribution p-value, overall and per layer.
+
+    Example: vdna compare cityscapes bdd100k --layer head --ci
     """
     from vdnacli.distances import parse_neuron_specs
 
     out = Output(json=json)
     cat = open_catalog(registry)
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(a))
-    c = cat.compare(a, b, metric, lay, neu, w)
+    r = note = None
+    if ci:
+        c, r, note = cat.compare_ci(a, b, metric, lay, neu, w, permutations, seed)
+    else:
+        c = cat.compare(a, b, metric, lay, neu, w)
+    if note:
+        out.warn(f"no interval: {note}")
     for warning in c.warnings:
         out.warn(warning)
     if plot:
@@ -57,8 +71,17 @@ def compare_cmd(
         compare_figure(c, cat.get(a, [kind]), cat.get(b, [kind]), plot)
         out.note(f"wrote {plot}")
     if json:
-        out.emit_json({"a": a, "b": b, "metric": c.metric, "distance": c.distance, "per_layer": c.per_layer,
-                       "top_neurons": [{"layer": l, "neuron": i, "distance": d} for l, i, d in c.top_neurons(top)]})
+        data = {"a": a, "b": b, "metric": c.metric, "distance": c.distance, "per_layer": c.per_layer,
+                "top_neurons": [{"layer": l, "neuron": i, "distance": d} for l, i, d in c.top_neurons(top)]}
+        if ci:
+            data.update(r.as_dict() if r is not None else dict(NO_INTERVAL, note=note))
+        out.emit_json(data)
+        return
+    if r is not None:
+        out.print(f"{c.metric} distance between {c.a} and {c.b}: {c.distance:.4f}"
+                  + {"emd": " (bin units, mean over neurons)", "fd": " (Fréchet per layer, mean over layers)"}.get(
+                      c.metric, " (mean over neurons)"))
+        render_ci(out, r, top)
         return
     render_comparison(out, c, top)
 
@@ -72,15 +95,17 @@ def nearest_cmd(
     exact: Annotated[bool, typer.Option("--exact", help="Brute force: compare with every entry (same answer, slower).")] = False,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
+    ci: CIOpt = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
     """The entries closest to NAME, ascending by distance.
 
     EMD queries prune with per-entry sketches, then re-rank with the exact EMD: the
-    result is exactly the brute-force top K.
+    result is exactly the brute-force top K. With --ci (entries made with --shards): each
+    row's 95 % interval, and whether its distance is distinguishable from the next row's.
 
-    Example: vdna nearest mydata --top 5
+    Example: vdna nearest mydata --top 5 --ci
     """
     from vdnacli.distances import parse_neuron_specs
 
@@ -91,12 +116,37 @@ def nearest_cmd(
     if skipped:
         out.note(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not comparable with {name} "
                  f"(other extractor or kind): {', '.join(skipped[:5])}")
+    if ci:
+        _render_ranked_ci(out, name, metric, cat.rank_ci(name, ranked, metric, lay, neu, w), json)
+        return
     if json:
         out.emit_json([{"name": n, "distance": d} for n, d in ranked])
         return
     vmax = max((d for _, d in ranked), default=0.0)
     out.table(f"nearest to {name} ({metric})", ["#", "name", "distance", ""],
               [[i + 1, n, d, bar(d, vmax)] for i, (n, d) in enumerate(ranked)], numeric={0, 2})
+
+
+def _render_ranked_ci(out: Output, name: str, metric: str, rows, json: bool) -> None:
+    def verdict(r):
+        return {True: "yes", False: "no", None: "—"}[r.distinct_from_next]
+
+    if json:
+        out.emit_json([{"name": r.name, "distance": r.distance,
+                        "ci": [r.interval.lo, r.interval.hi] if r.interval else None,
+                        "noise_floor": r.interval.noise_floor if r.interval else None,
+                        "distinct_from_next": r.distinct_from_next, **({"note": r.note} if r.note else {})}
+                       for r in rows])
+        return
+    for r in rows:
+        if r.note:
+            out.warn(f"{r.name}: no interval ({r.note})")
+    out.table(f"nearest to {name} ({metric}), with 95 % intervals", ["#", "name", "distance", "95 % interval",
+                                                                     "noise floor", "distinct from next"],
+              [[i + 1, r.name, r.distance,
+                f"[{r.interval.lo:.4f}, {r.interval.hi:.4f}]" if r.interval else "—",
+                r.interval.noise_floor if r.interval else None, verdict(r)] for i, r in enumerate(rows)],
+              numeric={0, 2, 4})
 
 
 def matrix_cmd(
