@@ -75,7 +75,8 @@ def public_meta(meta: dict, include_filenames: bool = False) -> tuple[dict, list
             out = {}
             for k, v in value.items():
                 here = f"{where}.{k}" if where else str(k)
-                if (k in _NEVER_PUBLISHED or (k in _FILENAME_KEYS and not include_filenames)) and v is not None:
+                filename = k in _FILENAME_KEYS and not (where == "" and k == "shards")  # top level: the shard record
+                if (k in _NEVER_PUBLISHED or (filename and not include_filenames)) and v is not None:
                     dropped.append(here)
                     continue
                 out[k] = clean(v, here, k)
