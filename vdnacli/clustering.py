@@ -34,7 +34,7 @@ def cluster(m) -> Clustering:
     m = _symmetric(m)
     n = m.shape[0]
     if n <= 2:
-        return Clustering(list(range(n)), None, "average linkage")
+        return Clustering(list(range(n)), None, "as given (too few to cluster)")
     try:
         from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
         from scipy.spatial.distance import squareform

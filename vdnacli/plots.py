@@ -325,8 +325,8 @@ def draw_matrix(names: Sequence[str], m: np.ndarray, metric: str):
                    link_color_func=lambda _: "#555555")
         head.set_xlim(0, 10 * n)
         head.axis("off")
-    head.set_title(f"pairwise {UNITS.get(metric, metric).split(' ')[0]} of {n:,} {'entry' if n == 1 else 'entries'}, "
-                   f"clustered: {cl.method}", fontsize=max(lay.font + 1, 9))
+    head.set_title(f"pairwise {UNITS.get(metric, metric).split(' ')[0]} of {n:,} {'entry' if n == 1 else 'entries'}; "
+                   f"order: {cl.method}", fontsize=max(lay.font + 1, 9))
     return fig
 
 
