@@ -24,6 +24,7 @@ def _png(path, min_w=300, min_h=200):
         assert extrema[0] < extrema[1], "blank image"
 
 
+@pytest.mark.slow  # seven CLI processes, each loading torch and the network
 def test_plot_commands(vdna, sample_dirs, tmp_path):
     for n in ("digits-a", "faces-a", "photos-a"):
         assert vdna("add", n, sample_dirs[n], "--limit", "15").code == 0
@@ -108,6 +109,23 @@ def test_compare_axes_say_their_units(digits_vs_faces):
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == ["digits-a (40 images)", "faces-a (40 images)"]
     assert "shaded area" in legend.get_title().get_text()
+
+
+def test_compare_says_when_the_distance_is_weighted(real_dnas):
+    import matplotlib.pyplot as plt
+
+    from vdnacli.distances import make_selection
+
+    a, b = real_dnas["digits-a"], real_dnas["faces-a"]
+    sel = make_selection(a.layers, ["stage1"])
+    w = {"stage1": np.linspace(0.0, 2.0 / 16, 16)}
+    c = compare(a, b, "emd", sel, w)
+    fig = plots.draw_compare(c, a, b)
+    try:
+        assert f"EMD {c.distance:.4g} bins (weighted mean over 16 neurons)" in fig.get_suptitle()
+        assert "weighted mean of these areas" in fig.legends[0].get_title().get_text()
+    finally:
+        plt.close(fig)
 
 
 def test_top_axis_activations_agree_with_the_dna_gaussian(real_dnas):

@@ -213,20 +213,26 @@ def draw_compare(comparison, a_dna, b_dna, top: int = 5, ranges=None):
     ax = fig.add_subplot(grid[0, :])
     layers = list(c.per_layer)
     ax.bar(range(len(layers)), [c.per_layer[l] for l in layers], color="#8c8c8c")
+    ax.set_xlim(-0.6, max(len(layers), 4) - 0.4)  # one layer: a bar, not a wall
     ax.set_xticks(range(len(layers)), [f"{l}\n({len(c.per_neuron[l]):,} n.)" for l in layers], fontsize=8)
     ax.set_ylabel("FD" if c.metric == "fd" else f"mean {unit}", fontsize=9)
     ax.set_xlabel("layer (neurons compared)", fontsize=8)
     ax.set_title(f"per layer: {'FD' if c.metric == 'fd' else 'mean ' + unit + ' over its neurons'}", fontsize=9)
-    what = {"emd": f"EMD {c.distance:.4g} bins (mean over {_count(n_neurons, 'neuron')})",
-            "nfd": f"NFD {c.distance:.4g} (mean over {_count(n_neurons, 'neuron')})",
+    plain = float(np.mean(np.concatenate([np.ravel(v) for v in c.per_neuron.values()])))
+    weighted = c.metric != "fd" and not math.isclose(plain, c.distance, rel_tol=1e-9, abs_tol=1e-12)
+    over = f"{'weighted mean' if weighted else 'mean'} over {_count(n_neurons, 'neuron')}"
+    what = {"emd": f"EMD {c.distance:.4g} bins ({over})",
+            "nfd": f"NFD {c.distance:.4g} ({over})",
             "fd": f"FD {c.distance:.4g} (mean over {_count(len(layers), 'layer')})"}.get(c.metric, f"{c.distance:.4g}")
     fig.suptitle(f"{c.a} ({_count(a_dna.num_images, 'image')}) vs {c.b} ({_count(b_dna.num_images, 'image')}): {what}",
                  fontsize=12)
-    shown = f"Neurons shown: the {min(top, n_neurons)} with the largest {unit.split(' ')[0]} and a median one, of {n_neurons:,}."
+    shown = (f"Neurons shown: the {min(top, n_neurons)} with the largest {unit.split(' ')[0]}"
+             f"{' and a median one' if n_neurons > top else ''}, of {n_neurons:,}.")
     if hist:
         shown += ("  Each: the two CDFs over bins (top axis: the activation); the shaded area between them is the "
                   "neuron's EMD in bins,\ncoloured by the side whose CDF is higher (more of its mass to the left); "
-                  "the EMD above is the mean of these areas. Below each: the two densities (log scale).")
+                  f"the EMD above is the {'weighted ' if weighted else ''}mean of these areas. "
+                  "Below each: the two densities (log scale).")
     else:
         shown += "  Each: the two neurons' Gaussians."
     for k, (layer, idx, d, why) in enumerate(picks):
