@@ -1,32 +1,53 @@
-"""The order in which a distance matrix shows its clusters (heatmaps, reports).
+"""The order in which a distance matrix shows its clusters (the HTML report, `matrix --plot`).
 
-Average-linkage (UPGMA) agglomerative clustering; with scipy, its leaves put in optimal
-order (adjacent leaves as close as possible: Bar-Joseph et al. 2001), so blocks of similar
-entries line up along the diagonal. Without scipy, the same clustering in numpy (Lance-
-Williams updates, O(n^2) per merge: about a second for 500 entries) with the leaves in
-merge order.
+Average-linkage (UPGMA) agglomerative clustering of the condensed distance matrix; with scipy
+(`scipy.cluster.hierarchy`, which the `plot` extra installs), its leaves put in optimal order
+(adjacent leaves as close as possible: Bar-Joseph et al. 2001), so blocks of similar entries
+line up along the diagonal. The report needs no extra, so without scipy the same clustering
+runs in numpy (Lance-Williams updates, O(n^2) per merge: about a second for 500 entries) with
+the leaves in merge order. Both callers go through `cluster`, so the page and the PNG always
+show the same order on one installation.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 
-def leaf_order(m: np.ndarray) -> list[int]:
-    """Indices of a symmetric distance matrix [n, n] in clustered order."""
+@dataclass(frozen=True)
+class Clustering:
+    order: list[int]  # row indices in clustered order
+    linkage: np.ndarray | None  # scipy's linkage matrix [n - 1, 4] (optimal leaf order); None without scipy
+    method: str  # how the order was found, in words (for captions)
+
+
+def _symmetric(m) -> np.ndarray:
     m = np.asarray(m, dtype=np.float64)
-    n = m.shape[0]
-    if n <= 2:
-        return list(range(n))
     m = (m + m.T) / 2
     np.fill_diagonal(m, 0.0)
+    return m
+
+
+def cluster(m) -> Clustering:
+    """Average-linkage clustering of a symmetric distance matrix [n, n]."""
+    m = _symmetric(m)
+    n = m.shape[0]
+    if n <= 2:
+        return Clustering(list(range(n)), None, "as given (too few to cluster)")
     try:
         from scipy.cluster.hierarchy import leaves_list, linkage, optimal_leaf_ordering
         from scipy.spatial.distance import squareform
     except ImportError:
-        return upgma_order(m)
+        return Clustering(upgma_order(m), None, "average linkage, leaves in merge order (scipy not installed)")
     y = squareform(m, checks=False)
     z = optimal_leaf_ordering(linkage(y, method="average"), y)
-    return [int(i) for i in leaves_list(z)]
+    return Clustering([int(i) for i in leaves_list(z)], z, "average linkage, optimal leaf order")
+
+
+def leaf_order(m) -> list[int]:
+    """Indices of a symmetric distance matrix [n, n] in clustered order."""
+    return cluster(m).order
 
 
 def upgma_order(m: np.ndarray) -> list[int]:

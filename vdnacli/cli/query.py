@@ -65,10 +65,12 @@ def compare_cmd(
     for warning in c.warnings:
         out.warn(warning)
     if plot:
+        from vdnacli.distances import METRICS
         from vdnacli.plots import compare_figure
 
-        kind = "hist" if metric == "emd" else "gauss"
-        compare_figure(c, cat.get(a, [kind]), cat.get(b, [kind]), plot)
+        kind = METRICS.get(metric, "hist")
+        ranges = cat.settings(a)[1] if kind == "hist" else None  # bins -> activations on the panels' top axes
+        compare_figure(c, cat.get(a, [kind]), cat.get(b, [kind]), plot, ranges=ranges)
         out.note(f"wrote {plot}")
     if json:
         data = {"a": a, "b": b, "metric": c.metric, "distance": c.distance, "per_layer": c.per_layer,
