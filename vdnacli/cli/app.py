@@ -73,6 +73,15 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as e:  # an optional extra not installed, on a path no command checks up front
+        from vdnacli.extras import extra_for, message
+
+        extra = extra_for(e.name)
+        if extra is None or debug or _state["verbose"]:
+            raise
+        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
+        print(f"error: {message(f'vdna {command}'.strip(), extra)} (no module named '{e.name}')", file=sys.stderr)
+        sys.exit(_state["error_exit"])
     except Exception as e:  # a bug: still one line unless asked for the traceback
         if debug or _state["verbose"]:
             raise
