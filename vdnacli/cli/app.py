@@ -56,8 +56,16 @@ report.register(app)
 monitor.register(app)
 
 
+def _registry_error() -> type[Exception]:
+    """registry.RegistryError once the registry is loaded (nothing else raises one); importing it
+    up front would load h5py and numpy for `vdna --help` too."""
+    errors = sys.modules.get("registry.errors")
+    from vdnacli.errors import VdnaError
+
+    return errors.RegistryError if errors is not None else VdnaError
+
+
 def main() -> None:
-    from registry import RegistryError
     from vdnacli.errors import VdnaError
 
     from vdnacli.env import flag
@@ -65,7 +73,7 @@ def main() -> None:
     debug = flag("VDNA_DEBUG") or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
     try:
         app()
-    except (VdnaError, RegistryError) as e:
+    except (VdnaError, _registry_error()) as e:
         if debug or _state["verbose"]:
             raise
         print(f"error: {e}", file=sys.stderr)
