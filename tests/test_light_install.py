@@ -56,8 +56,10 @@ def light(tmp_path_factory) -> Path:
     py = venv / "bin" / "python"
     src = _copy_sources(base / "src")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PIP_REQUIRE_VIRTUALENV")}
+    constraints = os.environ.get("VDNA_LIGHT_CONSTRAINTS")  # .ci/floors --base: the lowest versions allowed
+    extra = ["-c", constraints] if constraints else []
     p = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--disable-pip-version-check",
-                        str(src)], capture_output=True, text=True, env=env, timeout=900)
+                        *extra, str(src)], capture_output=True, text=True, env=env, timeout=900)
     if p.returncode != 0:
         log = p.stdout + p.stderr
         if any(s in log for s in NETWORK_SIGNS):
