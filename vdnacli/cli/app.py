@@ -65,6 +65,13 @@ def _registry_error() -> type[Exception]:
     return errors.RegistryError if errors is not None else VdnaError
 
 
+def _command_name() -> str:
+    """'vdna add', 'vdna mask learn': the command being run, from the arguments."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    groups = {g.name for g in app.registered_groups}
+    return " ".join(["vdna"] + words[: 2 if words and words[0] in groups else 1])
+
+
 def main() -> None:
     from vdnacli.errors import VdnaError
 
@@ -87,8 +94,7 @@ def main() -> None:
         extra = extra_for(e.name)
         if extra is None or debug or _state["verbose"]:
             raise
-        command = " ".join(a for a in sys.argv[1:3] if not a.startswith("-"))
-        print(f"error: {message(f'vdna {command}'.strip(), extra)} (no module named '{e.name}')", file=sys.stderr)
+        print(f"error: {message(_command_name(), extra)} (no module named '{e.name}')", file=sys.stderr)
         sys.exit(_state["error_exit"])
     except Exception as e:  # a bug: still one line unless asked for the traceback
         if debug or _state["verbose"]:
