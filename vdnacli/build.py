@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -12,12 +13,13 @@ from vdnacli import distributed
 from vdnacli.catalog import Catalog
 from vdnacli.dna import DNA, merge
 from vdnacli.errors import ConfigError, SourceError
-from vdnacli.extractors import load_extractor
-from vdnacli.pipeline import ComputeReport, Progress, Run, check_weights, compute_dna
 from vdnacli.ranges import ActivationRanges
 from vdnacli.settings import ComputeSettings
 from vdnacli.sources import Source, SourceOptions, open_source
 from vdnacli.thumbnails import DEFAULT_COUNT, check_count, collect as collect_thumbnails
+
+if TYPE_CHECKING:  # the pipeline needs the compute extra (torch, pillow): imported by add(), not by merge
+    from vdnacli.pipeline import ComputeReport, Progress
 
 
 @dataclass
@@ -70,6 +72,9 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
 
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
+    from vdnacli.extractors import load_extractor
+    from vdnacli.pipeline import Run, check_weights, compute_dna
+
     validate_name(req.name)
     check_count(req.thumbnails)
     if req.append and req.replace:

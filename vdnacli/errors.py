@@ -27,3 +27,7 @@ class FormatError(VdnaError):
 
 class ConfigError(VdnaError):
     """A bad setting in vdna.yaml, the environment or an option."""
+
+
+class MissingExtraError(VdnaError):
+    """A command whose optional dependencies are not installed (see vdnacli/extras.py)."""

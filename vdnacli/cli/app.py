@@ -56,8 +56,23 @@ report.register(app)
 monitor.register(app)
 
 
+def _registry_error() -> type[Exception]:
+    """registry.RegistryError once the registry is loaded (nothing else raises one); importing it
+    up front would load h5py and numpy for `vdna --help` too."""
+    errors = sys.modules.get("registry.errors")
+    from vdnacli.errors import VdnaError
+
+    return errors.RegistryError if errors is not None else VdnaError
+
+
+def _command_name() -> str:
+    """'vdna add', 'vdna mask learn': the command being run, from the arguments."""
+    words = [a for a in sys.argv[1:] if not a.startswith("-")]
+    groups = {g.name for g in app.registered_groups}
+    return " ".join(["vdna"] + words[: 2 if words and words[0] in groups else 1])
+
+
 def main() -> None:
-    from registry import RegistryError
     from vdnacli.errors import VdnaError
 
     from vdnacli.env import flag
@@ -65,7 +80,7 @@ def main() -> None:
     debug = flag("VDNA_DEBUG") or any(a in ("-v", "--verbose") for a in sys.argv[1:2])
     try:
         app()
-    except (VdnaError, RegistryError) as e:
+    except (VdnaError, _registry_error()) as e:
         if debug or _state["verbose"]:
             raise
         print(f"error: {e}", file=sys.stderr)
@@ -73,6 +88,14 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as e:  # an optional extra not installed, on a path no command checks up front
+        from vdnacli.extras import extra_for, message
+
+        extra = extra_for(e.name)
+        if extra is None or debug or _state["verbose"]:
+            raise
+        print(f"error: {message(_command_name(), extra)} (no module named '{e.name}')", file=sys.stderr)
+        sys.exit(_state["error_exit"])
     except Exception as e:  # a bug: still one line unless asked for the traceback
         if debug or _state["verbose"]:
             raise

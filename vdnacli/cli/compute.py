@@ -97,6 +97,9 @@ def add_cmd(
 
     On several GPUs or processes: torchrun --nproc-per-node 4 -m vdnacli add NAME SOURCE
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna add")  # before the imports that need it
     from vdnacli.build import AddRequest, add, resolve_settings
     from vdnacli.settings import RECIPES
     from vdnacli.sources import SourceOptions
@@ -199,6 +202,9 @@ def calibrate_cmd(
     Example: vdna calibrate efficientnet-lite0 ./set1 ./set2 --out lite0-ranges.json
     (upstream's activation_ranges.json files: 'vdna ranges import').
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna calibrate")  # before the imports that need it
     from vdnacli.extractors import load_extractor
     from vdnacli.pipeline import Run, calibrate
     from vdnacli.settings import ComputeSettings
@@ -229,6 +235,9 @@ def demo_cmd(
 
     Example: vdna demo --registry ./demo-registry
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna demo")  # before the imports that need it
     from vdnacli.demo import run_demo
 
     s = settings(registry=registry, device=device)
@@ -266,6 +275,9 @@ def samples_cmd(
     Six folders: digits-a/b, faces-a/b, photos-a/b (disjoint halves of each source).
     Example: vdna samples ./samples && vdna add faces-a ./samples/faces-a
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna samples")  # before the imports that need it
     from vdnacli import samples
 
     paths = samples.write_demo_sets(out_dir, per_half)

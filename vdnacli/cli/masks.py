@@ -79,6 +79,9 @@ def learn_cmd(
 
     Example: vdna mask learn no-border --ignore border --pair border=b1:p1 --pair border=b2:p2 --pair noise=n1:p1 --pair noise=n2:p2
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna mask learn")  # before the imports that need it
     from vdnacli.masks import learn_ignore_mask
 
     cat = open_catalog(registry)

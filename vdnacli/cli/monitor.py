@@ -45,11 +45,14 @@ def drift_cmd(
     Example: vdna drift prod-ref ./batch-2024-06 --alpha 0.01 --save batch-2024-06
     """
     from vdnacli.cli.app import error_exit
+    from vdnacli.extras import require_compute
+
+    error_exit(2)
+    require_compute("vdna drift")  # before the imports that need it
     from vdnacli.cli.compute import progress_bar
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.drift import drift
 
-    error_exit(2)
     s = settings(registry=registry, device=device, offline=offline or None)
     cat = open_catalog(s.registry)
     out = Output(json=json, quiet=quiet)

@@ -291,6 +291,9 @@ def score_cmd(
 
     Example: vdna score ./generated --against ffhq --top 10 --bottom 10
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna score")  # before the imports that need it
     from vdnacli.cli.common import settings
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.scoring import score_images
@@ -332,6 +335,9 @@ def similar_cmd(
 
     Example: vdna similar query.jpg --in ./photos --top 5 --mask hats
     """
+    from vdnacli.extras import require_compute
+
+    require_compute("vdna similar")  # before the imports that need it
     from vdnacli.cli.common import settings
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.scoring import similar_images

@@ -21,9 +21,15 @@ from vdnacli.extractors.spec import ExtractorSpec, HubFile, WeightsSource
 
 
 def torch_hub_checkpoints() -> Path:
-    import torch
+    """torch.hub's checkpoint folder, found without importing torch (`vdna extractors` runs
+    without the compute extra): torch.hub.get_dir()'s rule, or its answer once torch is loaded
+    (it honours torch.hub.set_dir)."""
+    import sys
 
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    if "torch" in sys.modules:
+        return Path(sys.modules["torch"].hub.get_dir()) / "checkpoints"
+    home = os.getenv("TORCH_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 # -- hashing ------------------------------------------------------------------------------
