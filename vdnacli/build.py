@@ -111,7 +111,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         if report.images == 0:
             raise SourceError("no valid image in the source (all ranks)")
     if rank.is_writer:  # thumbnails of counted images (under torchrun, from the whole source, not one shard)
-        dna.thumbnails = _thumbnails(whole, dna.image_hashes, req.thumbnails)
+        dna.thumbnails = thumbnails_of(whole, dna.image_hashes, req.thumbnails)
     dna.meta["origin"] = {**source.origin, "limit": req.limit, "seed": req.seed if req.limit else None}
     if settings.like:
         dna.meta["origin"]["like"] = settings.like
@@ -133,7 +133,7 @@ class _Held:
         return self.data
 
 
-def _thumbnails(source: Source, image_hashes, n: int):
+def thumbnails_of(source: Source, image_hashes, n: int):
     """Thumbnails of the counted images with the smallest content hashes. A streamed source
     (tar shards, parquet bytes, videos) is read once more up to the last of those images
     (no decoding; hashing only); its images whose digest is not the sha256 of their bytes

@@ -273,6 +273,8 @@ def iter_batches(
     stager = _Stager(extractor.device)
     skip = run.skip
     done = 0
+    if run.progress:  # the network is loaded and the images listed: counting starts now
+        run.progress(0, total)
     with torch.inference_mode(), _closing_handles():
         for items in loader:
             if on_device:

@@ -1,8 +1,6 @@
 """Commands that compute DNAs: add, merge, calibrate, demo."""
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,26 +12,7 @@ from vdnacli.cli.options import (BinningOpt, ColumnOpt, CropOpt, DecodeOpt, Ever
                                  UrlTimeoutOpt, WeightsOpt)
 from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
-
-
-@contextmanager
-def progress_bar(enabled: bool, label: str):
-    """A rich progress bar with images/s on stderr; a no-op when not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
-    with Progress(*cols, transient=True, console=Output().err) as p:
-        task = p.add_task(label, total=None, rate="-")
-
-        def update(done: int, total: int):
-            elapsed = p.tasks[0].elapsed or 0
-            p.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed else "-")
-
-        yield update
+from vdnacli.cli.progress import loading, progress_bar
 
 
 def add_cmd(
@@ -139,7 +118,7 @@ def add_cmd(
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports
-    with progress_bar(not quiet and not json and writer, f"DNA {name}") as update:
+    with progress_bar(not quiet and not json and writer, f"DNA {name}", loading(compute.extractor)) as update:
         dna, report = add(cat, req, progress=update)
     if not writer:
         return
@@ -214,7 +193,7 @@ def calibrate_cmd(
     compute = ComputeSettings.for_extractor(extractor, crop=crop, decoder=decode, weights=weights)
     srcs = [(p.name, list_images(p)) for p in sources]
     ext = load_extractor(compute.extractor, s.device, weights, offline=s.offline)
-    with progress_bar(not quiet and not json, "calibrating") as update:
+    with progress_bar(not quiet and not json, "calibrating", loading(compute.extractor)) as update:
         ranges, report = calibrate(srcs, ext, compute, margin, Run(s.batch_size, s.workers, progress=update))
     ranges.save(out_path)
     out = Output(json=json, quiet=quiet)
@@ -248,7 +227,7 @@ def demo_cmd(
     def on_entry(name, report):
         out.note(f"  added {name}: {report.images} images, {report.images_per_second:.1f} img/s")
 
-    with progress_bar(not quiet and not json, "demo") as update:
+    with progress_bar(not quiet and not json, "demo", loading("efficientnet-lite0")) as update:
         res = run_demo(cat, per_half=per_half, device=s.device, workers=s.workers, on_entry=on_entry, progress=update)
     if json:
         out.emit_json({"registry": str(cat.root), "entries": res.entries, "twins_ok": res.twins_ok,

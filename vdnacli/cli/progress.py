@@ -1,0 +1,116 @@
+"""Progress on stderr: a rich bar in a terminal, one plain line every ~10 s elsewhere.
+
+A long computation shows "loading <what>…" until its first progress call (the network and
+the decoding workers start: 12-18 s on a laptop), then images done, images/s and the time
+left. Outside a terminal (batch jobs, logs, CI) the same facts go out as plain lines, one
+every VDNA_PROGRESS_INTERVAL seconds (default 10; 0 = every update), so a log shows that a
+job is alive and when it should end. `--quiet` and `--json` commands pass enabled=False.
+
+The callback yielded takes (done, total) as vdnacli.pipeline.Progress does; total None when
+the source cannot say (a stream).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from contextlib import contextmanager
+
+DEFAULT_INTERVAL = 10.0
+
+
+def interval() -> float:
+    """Seconds between plain progress lines (VDNA_PROGRESS_INTERVAL; a bad value: the default)."""
+    try:
+        value = float(os.environ.get("VDNA_PROGRESS_INTERVAL", DEFAULT_INTERVAL))
+    except ValueError:
+        return DEFAULT_INTERVAL
+    return value if value >= 0 else DEFAULT_INTERVAL
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def plain_line(label: str, done: int, total: int | None, elapsed: float, unit: str = "images") -> str:
+    """`label: 1200/5000 images, 85.3 img/s, ETA 45 s` (what the plain lines say)."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    count = f"{done}/{total}" if total is not None else f"{done}"
+    per = "img/s" if unit == "images" else f"{unit}/s"
+    line = f"{label}: {count} {unit}, {rate:.1f} {per}"
+    if total is not None and rate > 0 and done < total:
+        line += f", ETA {_duration((total - done) / rate)}"
+    return line
+
+
+class PlainProgress:
+    """The non-terminal reporter: a line when the first item is done, then one per interval."""
+
+    def __init__(self, label: str, loading: str | None, stream=None, every: float | None = None,
+                 unit: str = "images"):
+        self.label, self.unit = label, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = interval() if every is None else every
+        self.start = time.monotonic()
+        self.last: float | None = None  # when the last line went out
+        self.first: float | None = None  # when counting started (rates exclude the loading)
+        if loading:
+            self._write(f"{label}: {loading}")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe must not stop the computation
+            pass
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            self.last = now
+            return
+        if now - self.last >= self.every:
+            self.last = now
+            self._write(plain_line(self.label, done, total, now - self.first, self.unit))
+
+
+@contextmanager
+def progress_bar(enabled: bool, label: str, loading: str | None = None, unit: str = "images"):
+    """Progress of a long computation on stderr: yields a (done, total) callback, or None when
+    not enabled. `loading` ("loading efficientnet-lite0…") is shown until the first call."""
+    if not enabled:
+        yield None
+        return
+    if not sys.stderr.isatty():
+        yield PlainProgress(label, loading, unit=unit)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from vdnacli.cli.output import Output
+
+    per = "img/s" if unit == "images" else f"{unit}/s"
+    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} " + per), TimeRemainingColumn()]
+    with Progress(*cols, transient=True, console=Output().err) as p:
+        task = p.add_task(f"{label}: {loading}" if loading else label, total=None, rate="-")
+        started: list[float] = []
+
+        def update(done: int, total: int | None):
+            now = time.monotonic()
+            if not started:  # the first call ends the loading phase; the rate counts from here
+                started.append(now)
+                p.update(task, description=label)
+            elapsed = now - started[0]
+            p.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
+
+        yield update
+
+
+def loading(extractor: str | None) -> str:
+    return f"loading {extractor}…" if extractor else "starting…"
