@@ -271,18 +271,25 @@ class Catalog:
         return results[: max(top, 0)], skipped
 
     def matrix(self, names: list[str], metric: str = "emd", layers=None, neurons=None, weights=None,
-               workers: int | None = None) -> np.ndarray:
+               workers: int | None = None, progress=None) -> np.ndarray:
         """Pairwise distances; each value is `compare`'s. EMD goes through the blocked,
-        threaded `vdnacli.emd_matrix` (each entry's CDF computed once per block, not per pair)."""
+        threaded `vdnacli.emd_matrix` (each entry's CDF computed once per block, not per pair).
+        `progress(pairs done, pairs in all)` is called as the work goes."""
         if metric == "emd":
             from vdnacli.emd_matrix import emd_matrix
 
-            return emd_matrix(self, names, layers, neurons, weights, workers=workers)
+            return emd_matrix(self, names, layers, neurons, weights, workers=workers, progress=progress)
         kind = METRICS.get(metric, "hist")
         dnas = [self.get(n, [kind]) for n in names]
         sel = make_selection(dnas[0].layers, layers, neurons) if dnas else None
         m = np.zeros((len(names), len(names)))
+        total, done = len(names) * (len(names) - 1) // 2, 0
+        if progress is not None:
+            progress(0, total)
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 m[i, j] = m[j, i] = compare(dnas[i], dnas[j], metric, sel, weights).distance
+            done += len(names) - 1 - i
+            if progress is not None:
+                progress(done, total)
         return m

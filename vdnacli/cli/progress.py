@@ -38,11 +38,17 @@ def _duration(seconds: float) -> str:
 
 
 def plain_line(label: str, done: int, total: int | None, elapsed: float, unit: str = "images") -> str:
-    """`label: 1200/5000 images, 85.3 img/s, ETA 45 s` (what the plain lines say)."""
+    """`label: 1200/5000 images, 85.3 img/s, ETA 45 s` (what the plain lines say); unit "bytes"
+    is shown in MiB."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    count = f"{done}/{total}" if total is not None else f"{done}"
-    per = "img/s" if unit == "images" else f"{unit}/s"
-    line = f"{label}: {count} {unit}, {rate:.1f} {per}"
+    if unit == "bytes":
+        mib = 1 << 20
+        count = f"{done / mib:.1f}/{total / mib:.1f}" if total is not None else f"{done / mib:.1f}"
+        line = f"{label}: {count} MiB, {rate / mib:.1f} MiB/s"
+    else:
+        count = f"{done}/{total}" if total is not None else f"{done}"
+        per = "img/s" if unit == "images" else f"{unit}/s"
+        line = f"{label}: {count} {unit}, {rate:.1f} {per}"
     if total is not None and rate > 0 and done < total:
         line += f", ETA {_duration((total - done) / rate)}"
     return line
@@ -90,13 +96,18 @@ def progress_bar(enabled: bool, label: str, loading: str | None = None, unit: st
     if not sys.stderr.isatty():
         yield PlainProgress(label, loading, unit=unit)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
 
     from vdnacli.cli.output import Output
 
     per = "img/s" if unit == "images" else f"{unit}/s"
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} " + per), TimeRemainingColumn()]
+    if unit == "bytes":
+        cols = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn()]
+    else:
+        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} " + per), TimeRemainingColumn()]
     with Progress(*cols, transient=True, console=Output().err) as p:
         task = p.add_task(f"{label}: {loading}" if loading else label, total=None, rate="-")
         started: list[float] = []

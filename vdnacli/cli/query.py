@@ -13,6 +13,7 @@ from vdnacli.cli.options import (CIOpt, DeviceOpt, ExtractorOpt, IgnoreOpt, Json
                                  MaskOpt, MetricOpt, NeuronOpt, OfflineOpt, PermutationsOpt, PlotOpt, QuietOpt,
                                  RegistryOpt, SaveOpt, SeedOpt, SheetOpt, WorkersOpt)
 from vdnacli.cli.output import Output, bar
+from vdnacli.cli.progress import loading, progress_bar
 from vdnacli.cli.uncertainty import NO_INTERVAL, render_ci
 
 
@@ -227,6 +228,7 @@ def matrix_cmd(
     plot: PlotOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Pairwise distance matrix between entries.
 
@@ -239,8 +241,9 @@ def matrix_cmd(
     if not names:
         raise ConfigError("the registry is empty: nothing to compare")
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), None, cat.registry.meta(names[0]))
-    m = cat.matrix(names, metric, lay, neu, w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json and not as_csv, f"{metric} matrix", unit="pairs") as update:
+        m = cat.matrix(names, metric, lay, neu, w, progress=update)
+    out = Output(json=json, quiet=quiet)
     if plot:
         from vdnacli.plots import matrix_figure
 
@@ -352,6 +355,7 @@ def score_cmd(
     sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Rank the images of SOURCE by the EMD of each image's DNA to a dataset DNA, best first.
 
@@ -372,9 +376,11 @@ def score_cmd(
     refs = list_images(source)
     from vdnacli.pipeline import Run
 
-    scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
-                                  run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json, f"scoring {source.name}",
+                      loading(reference.meta.get("extractor"))) as update:
+        scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
+                                      run=Run(batch_size=16, workers=s.workers, progress=update), weights_per_neuron=w)
+    out = Output(json=json, quiet=quiet)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
     if sheet:
@@ -396,6 +402,7 @@ def similar_cmd(
     sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Rank images by the EMD of their DNA to the DNA of one reference image (paper Fig. 6).
 
@@ -421,9 +428,11 @@ def similar_cmd(
                                     {"extractor": spec.name, "layers": [list(x) for x in spec.layers]})
     from vdnacli.pipeline import Run
 
-    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
-                                    run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json, f"similar in {source.name}", loading(s.extractor)) as update:
+        scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
+                                        run=Run(batch_size=16, workers=s.workers, progress=update),
+                                        weights_per_neuron=w)
+    out = Output(json=json, quiet=quiet)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s)")
     if sheet:
