@@ -130,12 +130,19 @@ def settings_for(catalog, req: OneOffRequest, entry: str | None = None):
                             shards=DEFAULT_SHARDS if req.shards is None else req.shards)
 
 
-def check_save(catalog, names: list[str], computed: int) -> None:
-    """`--save` names one registry entry per computed side, checked before anything is computed."""
+def check_request(catalog, req: OneOffRequest, computed: int) -> None:
+    """Checked before anything is computed: options for computing apply only when something is
+    computed, and `--save` names one registry entry per computed side."""
+    if computed == 0:
+        given = [flag for flag, value in (("--like", req.like), ("--extractor", req.extractor),
+                                          ("--limit", req.limit), ("--save", req.save)) if value]
+        if given:
+            raise ConfigError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to images given instead "
+                              "of an entry, and every operand here is a registry entry")
+        return
+    names = req.save
     if not names:
         return
-    if computed == 0:
-        raise ConfigError("--save keeps a computed DNA, and both sides are registry entries")
     if len(names) != computed:
         raise ConfigError(f"{computed} side(s) are computed: give --save {computed} name(s) "
                           f"(first side first, e.g. --save A,B), not {len(names)}")
@@ -192,7 +199,7 @@ def resolve_pair(catalog, texts: list[str], req: OneOffRequest, progress_for=Non
     ops = operands(catalog, texts)
     entries = [o.entry for o in ops if o.entry]
     to_compute = [o for o in ops if o.is_source]
-    check_save(catalog, req.save, len(to_compute))
+    check_request(catalog, req, len(to_compute))
     names = iter(req.save)
     sides: list[str | DNA] = []
     computed: list[Computed] = []
@@ -205,7 +212,7 @@ def resolve_pair(catalog, texts: list[str], req: OneOffRequest, progress_for=Non
             shared = settings_for(catalog, req, entries[0] if entries else None)
         settings, ranges, notes = shared
         save = next(names, None)
-        with _progress(progress_for, o) as update:
+        with _progress(progress_for, o, settings) as update:
             c = compute_side(catalog, o, req, settings, ranges, save, update)
         c.notes = list(notes) if not computed else []
         computed.append(c)
@@ -213,10 +220,10 @@ def resolve_pair(catalog, texts: list[str], req: OneOffRequest, progress_for=Non
     return sides, computed, [o.note for o in ops if o.note]
 
 
-def _progress(progress_for, op):
+def _progress(progress_for, op, settings):
     from contextlib import nullcontext
 
-    return progress_for(op) if progress_for is not None else nullcontext()
+    return progress_for(op, settings) if progress_for is not None else nullcontext()
 
 
 def resolve_one(catalog, text: str, req: OneOffRequest, progress_for=None):
@@ -224,11 +231,11 @@ def resolve_one(catalog, text: str, req: OneOffRequest, progress_for=None):
     --like's settings, else the extractor's defaults)."""
     op = operand(catalog, text)
     if op.entry:
-        check_save(catalog, req.save, 0)
+        check_request(catalog, req, 0)
         return op.entry, None, [op.note] if op.note else []
-    check_save(catalog, req.save, 1)
+    check_request(catalog, req, 1)
     settings, ranges, notes = settings_for(catalog, req)
-    with _progress(progress_for, op) as update:
+    with _progress(progress_for, op, settings) as update:
         c = compute_side(catalog, op, req, settings, ranges, req.save[0] if req.save else None, update)
     c.notes = list(notes)
     return c.dna, c, []

@@ -9,7 +9,7 @@ from vdnacli.cli.common import split_csv
 from vdnacli.cli.output import Output
 
 
-def request(s, *, like, extractor, save, limit, seed, device, workers, offline, kinds=()):
+def request(s, *, like, extractor, save, limit, seed, device, workers, kinds=()):
     """A vdnacli.oneoff.OneOffRequest from resolved settings `s` and the command's flags."""
     from vdnacli.oneoff import OneOffRequest
 
@@ -19,15 +19,14 @@ def request(s, *, like, extractor, save, limit, seed, device, workers, offline, 
                          save=split_csv(save) or [])
 
 
-def progress_for(out: Output, enabled: bool, req, catalog):
+def progress_for(enabled: bool):
     """The progress_for of vdnacli.oneoff: a bar (or plain lines) per computed side."""
     from vdnacli.cli.progress import loading, progress_bar
 
     @contextmanager
-    def for_side(op):
+    def for_side(op, settings):
         name = Path(op.text.rstrip("/")).name or op.text
-        extractor = req.extractor or (None if req.like else req.default_extractor)
-        with progress_bar(enabled, f"DNA of {name}", loading(extractor or "the network")) as update:
+        with progress_bar(enabled, f"DNA of {name}", loading(settings.extractor)) as update:
             yield update
 
     return for_side

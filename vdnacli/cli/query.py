@@ -78,11 +78,11 @@ def compare_cmd(
     out = Output(json=json, quiet=quiet)
     cat = open_catalog(s.registry, create=True)
     req = cli_oneoff.request(s, like=like, extractor=extractor, save=save, limit=limit, seed=seed, device=device,
-                             workers=workers, offline=offline, kinds=[METRICS.get(metric, "hist")])
+                             workers=workers, kinds=[METRICS.get(metric, "hist")])
     if mask or ignore:  # a wrong mask name fails before anything is computed
         cat.get_mask(mask or ignore)
     sides, computed, notes = oneoff.resolve_pair(cat, [a, b], req,
-                                                 cli_oneoff.progress_for(out, not quiet and not json, req, cat))
+                                                 cli_oneoff.progress_for(not quiet and not json))
     for n in notes:
         out.note(n)
     cli_oneoff.report_computed(out, computed)
@@ -170,11 +170,11 @@ def nearest_cmd(
     out = Output(json=json, quiet=quiet)
     cat = open_catalog(s.registry)
     req = cli_oneoff.request(s, like=like, extractor=extractor, save=save, limit=limit, seed=seed, device=device,
-                             workers=workers, offline=offline, kinds=[METRICS.get(metric, "hist")])
+                             workers=workers, kinds=[METRICS.get(metric, "hist")])
     if mask or ignore:  # a wrong mask name fails before anything is computed
         cat.get_mask(mask or ignore)
     query, computed, notes = oneoff.resolve_one(cat, name, req,
-                                                cli_oneoff.progress_for(out, not quiet and not json, req, cat))
+                                                cli_oneoff.progress_for(not quiet and not json))
     for n in notes:
         out.note(n)
     cli_oneoff.report_computed(out, [computed] if computed else [])
