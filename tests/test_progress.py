@@ -18,7 +18,9 @@ def test_plain_lines_say_count_rate_and_eta():
     assert plain_line("m", 10, 40, 5.0, unit="pairs") == "m: 10/40 pairs, 2.0 pairs/s, ETA 15 s"
     assert plain_line("pull r", 3 << 20, 6 << 20, 1.0, unit="bytes") == "pull r: 3.0/6.0 MiB, 3.0 MiB/s, ETA 1 s"
     out = io.StringIO()
-    p = PlainProgress("DNA x", "loading efficientnet-lite0…", stream=out, every=3600)
+    p = PlainProgress("DNA x", stream=out, every=3600)
+    assert out.getvalue() == "", "nothing before the library announces a phase (a bad source fails first)"
+    p.phase("loading efficientnet-lite0…")
     p(0, 100)  # counting starts: no line yet
     p(10, 100)  # within the interval: none either
     assert out.getvalue() == "DNA x: loading efficientnet-lite0…\n"

@@ -73,7 +73,7 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
     from vdnacli.extractors import load_extractor
-    from vdnacli.pipeline import Run, check_weights, compute_dna
+    from vdnacli.pipeline import Run, announce, check_weights, compute_dna
 
     validate_name(req.name)
     check_count(req.thumbnails)
@@ -93,6 +93,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     source = whole = open_source(req.source, options).select(req.limit, req.seed)  # checked before loading a network
     rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below
     device = distributed.device_for(rank, req.device)
+    announce(progress, f"loading {settings.extractor}…")
     ext = load_extractor(settings.extractor, device, settings.weights, offline=req.offline)
     check_weights(settings, ext)
     if rank.active:

@@ -22,6 +22,15 @@ from vdnacli.sources import Item, Ref, Source, close_handles
 Progress = Callable[[int, "int | None"], None]  # (done, total); total None: not known (a stream)
 
 
+def announce(progress, phase: str) -> None:
+    """Tell a progress callback that a phase begins before counting does ("loading
+    efficientnet-lite0…"), when it listens for phases (a `phase(text)` method); the first
+    (done, total) call ends it."""
+    hook = getattr(progress, "phase", None)
+    if hook is not None:
+        hook(phase)
+
+
 @dataclass
 class Run:
     """How a computation runs; nothing here changes the DNA's numbers."""

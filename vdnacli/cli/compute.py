@@ -12,7 +12,7 @@ from vdnacli.cli.options import (BinningOpt, ColumnOpt, CropOpt, DecodeOpt, Ever
                                  UrlTimeoutOpt, WeightsOpt)
 from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
-from vdnacli.cli.progress import loading, progress_bar
+from vdnacli.cli.progress import progress_bar
 
 
 def add_cmd(
@@ -118,7 +118,7 @@ def add_cmd(
     from vdnacli import distributed
 
     writer = distributed.current().is_writer  # under torchrun only rank 0 reports
-    with progress_bar(not quiet and not json and writer, f"DNA {name}", loading(compute.extractor)) as update:
+    with progress_bar(not quiet and not json and writer, f"DNA {name}") as update:
         dna, report = add(cat, req, progress=update)
     if not writer:
         return
@@ -193,7 +193,7 @@ def calibrate_cmd(
     compute = ComputeSettings.for_extractor(extractor, crop=crop, decoder=decode, weights=weights)
     srcs = [(p.name, list_images(p)) for p in sources]
     ext = load_extractor(compute.extractor, s.device, weights, offline=s.offline)
-    with progress_bar(not quiet and not json, "calibrating", loading(compute.extractor)) as update:
+    with progress_bar(not quiet and not json, "calibrating") as update:
         ranges, report = calibrate(srcs, ext, compute, margin, Run(s.batch_size, s.workers, progress=update))
     ranges.save(out_path)
     out = Output(json=json, quiet=quiet)
@@ -227,7 +227,7 @@ def demo_cmd(
     def on_entry(name, report):
         out.note(f"  added {name}: {report.images} images, {report.images_per_second:.1f} img/s")
 
-    with progress_bar(not quiet and not json, "demo", loading("efficientnet-lite0")) as update:
+    with progress_bar(not quiet and not json, "demo") as update:
         res = run_demo(cat, per_half=per_half, device=s.device, workers=s.workers, on_entry=on_entry, progress=update)
     if json:
         out.emit_json({"registry": str(cat.root), "entries": res.entries, "twins_ok": res.twins_ok,

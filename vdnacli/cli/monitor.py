@@ -49,7 +49,7 @@ def drift_cmd(
 
     error_exit(2)
     require_compute("vdna drift")  # before the imports that need it
-    from vdnacli.cli.progress import loading, progress_bar
+    from vdnacli.cli.progress import progress_bar
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.drift import drift
 
@@ -58,8 +58,7 @@ def drift_cmd(
     out = Output(json=json, quiet=quiet)
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron),
                                 cat.registry.meta(reference))
-    with progress_bar(not quiet and not json, f"drift {Path(source).name}",
-                      loading(cat.registry.meta(reference).get("extractor"))) as update:
+    with progress_bar(not quiet and not json, f"drift {Path(source).name}") as update:
         r = drift(cat, reference, source, alpha, threshold, metric, lay, neu, w, permutations, seed, save, s.device,
                   s.batch_size, s.workers, s.offline, limit, update)
     for note in r.notes:

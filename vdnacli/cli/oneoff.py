@@ -21,12 +21,12 @@ def request(s, *, like, extractor, save, limit, seed, device, workers, kinds=())
 
 def progress_for(enabled: bool):
     """The progress_for of vdnacli.oneoff: a bar (or plain lines) per computed side."""
-    from vdnacli.cli.progress import loading, progress_bar
+    from vdnacli.cli.progress import progress_bar
 
     @contextmanager
     def for_side(op, settings):
         name = Path(op.text.rstrip("/")).name or op.text
-        with progress_bar(enabled, f"DNA of {name}", loading(settings.extractor)) as update:
+        with progress_bar(enabled, f"DNA of {name}") as update:
             yield update
 
     return for_side

@@ -1,13 +1,14 @@
 """Progress on stderr: a rich bar in a terminal, one plain line every ~10 s elsewhere.
 
-A long computation shows "loading <what>…" until its first progress call (the network and
-the decoding workers start: 12-18 s on a laptop), then images done, images/s and the time
-left. Outside a terminal (batch jobs, logs, CI) the same facts go out as plain lines, one
+A long computation shows "loading <extractor>…" from the library's announcement
+(vdnacli.pipeline.announce, once the source has been checked) until its first progress call
+(the network loads and the decoding workers start: 12-18 s on a laptop), then images done,
+images/s and the time left. Outside a terminal (batch jobs, logs, CI) the same facts go out as plain lines, one
 every VDNA_PROGRESS_INTERVAL seconds (default 10; 0 = every update), so a log shows that a
 job is alive and when it should end. `--quiet` and `--json` commands pass enabled=False.
 
-The callback yielded takes (done, total) as vdnacli.pipeline.Progress does; total None when
-the source cannot say (a stream).
+The callback yielded takes (done, total) as vdnacli.pipeline.Progress does (total None when
+the source cannot say: a stream), and `phase(text)` for the announcements.
 """
 from __future__ import annotations
 
@@ -57,16 +58,15 @@ def plain_line(label: str, done: int, total: int | None, elapsed: float, unit: s
 class PlainProgress:
     """The non-terminal reporter: a line when the first item is done, then one per interval."""
 
-    def __init__(self, label: str, loading: str | None, stream=None, every: float | None = None,
-                 unit: str = "images"):
+    def __init__(self, label: str, stream=None, every: float | None = None, unit: str = "images"):
         self.label, self.unit = label, unit
         self.stream = stream if stream is not None else sys.stderr
         self.every = interval() if every is None else every
-        self.start = time.monotonic()
         self.last: float | None = None  # when the last line went out
         self.first: float | None = None  # when counting started (rates exclude the loading)
-        if loading:
-            self._write(f"{label}: {loading}")
+
+    def phase(self, text: str) -> None:
+        self._write(f"{self.label}: {text}")
 
     def _write(self, text: str) -> None:
         try:
@@ -86,15 +86,35 @@ class PlainProgress:
             self._write(plain_line(self.label, done, total, now - self.first, self.unit))
 
 
+class _Bar:
+    """The terminal reporter: one rich task; its rate counts from the first (done, total) call."""
+
+    def __init__(self, progress, label: str):
+        self.p, self.label = progress, label
+        self.task = progress.add_task(label, total=None, rate="-")
+        self.first: float | None = None
+
+    def phase(self, text: str) -> None:
+        self.p.update(self.task, description=f"{self.label}: {text}")
+
+    def __call__(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if self.first is None:
+            self.first = now
+            self.p.update(self.task, description=self.label)
+        elapsed = now - self.first
+        self.p.update(self.task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
+
+
 @contextmanager
-def progress_bar(enabled: bool, label: str, loading: str | None = None, unit: str = "images"):
-    """Progress of a long computation on stderr: yields a (done, total) callback, or None when
-    not enabled. `loading` ("loading efficientnet-lite0…") is shown until the first call."""
+def progress_bar(enabled: bool, label: str, unit: str = "images"):
+    """Progress of a long computation on stderr: yields a (done, total) callback with a
+    `phase(text)` method, or None when not enabled. unit: images, pairs or bytes."""
     if not enabled:
         yield None
         return
     if not sys.stderr.isatty():
-        yield PlainProgress(label, loading, unit=unit)
+        yield PlainProgress(label, unit=unit)
         return
     from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
@@ -109,19 +129,4 @@ def progress_bar(enabled: bool, label: str, loading: str | None = None, unit: st
         cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[rate]} " + per), TimeRemainingColumn()]
     with Progress(*cols, transient=True, console=Output().err) as p:
-        task = p.add_task(f"{label}: {loading}" if loading else label, total=None, rate="-")
-        started: list[float] = []
-
-        def update(done: int, total: int | None):
-            now = time.monotonic()
-            if not started:  # the first call ends the loading phase; the rate counts from here
-                started.append(now)
-                p.update(task, description=label)
-            elapsed = now - started[0]
-            p.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed > 0 else "-")
-
-        yield update
-
-
-def loading(extractor: str | None) -> str:
-    return f"loading {extractor}…" if extractor else "starting…"
+        yield _Bar(p, label)

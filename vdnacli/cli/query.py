@@ -13,7 +13,7 @@ from vdnacli.cli.options import (CIOpt, DeviceOpt, ExtractorOpt, IgnoreOpt, Json
                                  MaskOpt, MetricOpt, NeuronOpt, OfflineOpt, PermutationsOpt, PlotOpt, QuietOpt,
                                  RegistryOpt, SaveOpt, SeedOpt, SheetOpt, WorkersOpt)
 from vdnacli.cli.output import Output, bar
-from vdnacli.cli.progress import loading, progress_bar
+from vdnacli.cli.progress import progress_bar
 from vdnacli.cli.uncertainty import NO_INTERVAL, render_ci
 
 
@@ -376,8 +376,7 @@ def score_cmd(
     refs = list_images(source)
     from vdnacli.pipeline import Run
 
-    with progress_bar(not quiet and not json, f"scoring {source.name}",
-                      loading(reference.meta.get("extractor"))) as update:
+    with progress_bar(not quiet and not json, f"scoring {source.name}") as update:
         scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
                                       run=Run(batch_size=16, workers=s.workers, progress=update), weights_per_neuron=w)
     out = Output(json=json, quiet=quiet)
@@ -428,7 +427,7 @@ def similar_cmd(
                                     {"extractor": spec.name, "layers": [list(x) for x in spec.layers]})
     from vdnacli.pipeline import Run
 
-    with progress_bar(not quiet and not json, f"similar in {source.name}", loading(s.extractor)) as update:
+    with progress_bar(not quiet and not json, f"similar in {source.name}") as update:
         scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
                                         run=Run(batch_size=16, workers=s.workers, progress=update),
                                         weights_per_neuron=w)
