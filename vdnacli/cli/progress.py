@@ -2,7 +2,7 @@
 
 A long computation shows "loading <extractor>…" from the library's announcement
 (vdnacli.pipeline.announce, once the source has been checked) until its first progress call
-(the network loads and the decoding workers start: 12-18 s on a laptop), then images done,
+(the network loads and the decoding workers start: seconds to tens of seconds), then images done,
 images/s and the time left. Outside a terminal (batch jobs, logs, CI) the same facts go out as plain lines, one
 every VDNA_PROGRESS_INTERVAL seconds (default 10; 0 = every update), so a log shows that a
 job is alive and when it should end. `--quiet` and `--json` commands pass enabled=False.
