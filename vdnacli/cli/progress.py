@@ -5,7 +5,7 @@ A long computation shows "loading <extractor>…" from the library's announcemen
 (the network loads and the decoding workers start: seconds to tens of seconds), then images done,
 images/s and the time left. Outside a terminal (batch jobs, logs, CI) the same facts go out as plain lines, one
 every VDNA_PROGRESS_INTERVAL seconds (default 10; 0 = every update), so a log shows that a
-job is alive and when it should end. `--quiet` and `--json` commands pass enabled=False.
+job is alive and when it should end; the loading line only once loading has lasted that long. `--quiet` and `--json` commands pass enabled=False.
 
 The callback yielded takes (done, total) as vdnacli.pipeline.Progress does (total None when
 the source cannot say: a stream), and `phase(text)` for the announcements.
@@ -64,9 +64,22 @@ class PlainProgress:
         self.every = interval() if every is None else every
         self.last: float | None = None  # when the last line went out
         self.first: float | None = None  # when counting started (rates exclude the loading)
+        self._timer = None
 
     def phase(self, text: str) -> None:
-        self._write(f"{self.label}: {text}")
+        """A phase line, once the phase has lasted one interval: a command that fails while
+        loading (missing weights) still prints its error as the only line."""
+        import threading
+
+        self.close()
+        self._timer = threading.Timer(self.every, self._write, [f"{self.label}: {text}"])
+        self._timer.daemon = True
+        self._timer.start()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _write(self, text: str) -> None:
         try:
@@ -78,6 +91,7 @@ class PlainProgress:
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
         if self.first is None:
+            self.close()
             self.first = now
             self.last = now
             return
@@ -100,6 +114,7 @@ class _Bar:
     def __call__(self, done: int, total: int | None) -> None:
         now = time.monotonic()
         if self.first is None:
+            self.close()
             self.first = now
             self.p.update(self.task, description=self.label)
         elapsed = now - self.first
@@ -114,7 +129,11 @@ def progress_bar(enabled: bool, label: str, unit: str = "images"):
         yield None
         return
     if not sys.stderr.isatty():
-        yield PlainProgress(label, unit=unit)
+        plain = PlainProgress(label, unit=unit)
+        try:
+            yield plain
+        finally:
+            plain.close()
         return
     from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn, TransferSpeedColumn)
