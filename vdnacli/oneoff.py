@@ -159,6 +159,9 @@ def compute_side(catalog, op: Operand, req: OneOffRequest, settings, ranges, sav
     """The DNA of a source operand, read back as the registry would store it (so a one-off
     distance equals the distance between the registered entries, to the last bit); registered
     under `save` when given."""
+    from vdnacli.extras import require_compute
+
+    require_compute("comparing images (not registry entries)")  # one clear error in the base install
     from vdnacli import dna as dna_mod
     from vdnacli.api import compute
     from vdnacli.pipeline import ComputeReport
