@@ -633,3 +633,13 @@ def test_real_dna_round_trip(hub, tmp_path, monkeypatch, sample_dirs, lite0):
     assert got.warnings == [] and got.revision == rep.commit
     assert_same_dna(cat.get("faces-a"), dst.get("faces-a"))
     assert dst.compare("faces-a", "faces-a").distance == 0.0
+
+
+def test_pull_reports_bytes_downloaded(hub, tmp_path):
+    published(hub, tmp_path, {"a": synthetic(12), "b": synthetic(13)})
+    calls = []
+    rep = H.pull(Catalog(tmp_path / "reg"), "me/dnas", progress=lambda done, total: calls.append((done, total)))
+    assert sorted(e.name for e in rep.entries) == ["a", "b"]
+    assert calls, "pull called progress while downloading"
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and calls[-1][0] == calls[-1][1] > 0, calls[-3:]

@@ -61,7 +61,7 @@ def compute(
     warning. strict: raise on the first unusable image instead.
     """
     from vdnacli.extractors import load_extractor
-    from vdnacli.pipeline import ComputeReport, Run, check_weights, compute_dna
+    from vdnacli.pipeline import ComputeReport, Run, announce, check_weights, compute_dna
     from vdnacli.ranges import ActivationRanges
     from vdnacli.settings import ComputeSettings
 
@@ -73,6 +73,8 @@ def compute(
             kinds=tuple(kinds) if kinds is not None else None, bins=bins, crop=crop, precision=precision,
             decoder=decoder, weights=Path(weights) if weights is not None else None,
             ranges=Path(ranges) if ranges is not None and given_ranges is None else None)
+    if isinstance(extractor, str):
+        announce(progress, f"loading {settings.extractor}…")
     ext = load_extractor(settings.extractor, device, settings.weights, offline=offline) \
         if isinstance(extractor, str) else extractor
     check_weights(settings, ext)

@@ -73,7 +73,7 @@ def resolve_settings(catalog: Catalog, like: str | None = None, extractor: str |
 
 def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> tuple[DNA, ComputeReport]:
     from vdnacli.extractors import load_extractor
-    from vdnacli.pipeline import Run, check_weights, compute_dna
+    from vdnacli.pipeline import Run, announce, check_weights, compute_dna
 
     validate_name(req.name)
     check_count(req.thumbnails)
@@ -93,6 +93,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
     source = whole = open_source(req.source, options).select(req.limit, req.seed)  # checked before loading a network
     rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below
     device = distributed.device_for(rank, req.device)
+    announce(progress, f"loading {settings.extractor}…")
     ext = load_extractor(settings.extractor, device, settings.weights, offline=req.offline)
     check_weights(settings, ext)
     if rank.active:
@@ -111,7 +112,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         if report.images == 0:
             raise SourceError("no valid image in the source (all ranks)")
     if rank.is_writer:  # thumbnails of counted images (under torchrun, from the whole source, not one shard)
-        dna.thumbnails = _thumbnails(whole, dna.image_hashes, req.thumbnails)
+        dna.thumbnails = thumbnails_of(whole, dna.image_hashes, req.thumbnails)
     dna.meta["origin"] = {**source.origin, "limit": req.limit, "seed": req.seed if req.limit else None}
     if settings.like:
         dna.meta["origin"]["like"] = settings.like
@@ -133,7 +134,7 @@ class _Held:
         return self.data
 
 
-def _thumbnails(source: Source, image_hashes, n: int):
+def thumbnails_of(source: Source, image_hashes, n: int):
     """Thumbnails of the counted images with the smallest content hashes. A streamed source
     (tar shards, parquet bytes, videos) is read once more up to the last of those images
     (no decoding; hashing only); its images whose digest is not the sha256 of their bytes

@@ -180,9 +180,15 @@ class Catalog:
         return out
 
     # -- questions ---------------------------------------------------------------------
-    def compare(self, a: str, b: str, metric: str = "emd", layers=None, neurons=None, weights=None) -> Comparison:
+    # Each question takes entry names or DNAs held in memory (a one-off comparison, vdnacli.oneoff).
+    def load(self, what: str | DNA, kinds: list[str] | None = None, shards: bool = False) -> DNA:
+        """`what` itself when it is a DNA, else the entry of that name (see `get`)."""
+        return what if isinstance(what, DNA) else self.get(what, kinds, shards=shards)
+
+    def compare(self, a: str | DNA, b: str | DNA, metric: str = "emd", layers=None, neurons=None,
+                weights=None) -> Comparison:
         kind = METRICS.get(metric, "hist")
-        da, db = self.get(a, [kind]), self.get(b, [kind])
+        da, db = self.load(a, [kind]), self.load(b, [kind])
         sel = make_selection(da.layers, layers, neurons)
         return compare(da, db, metric, sel, weights)
 
@@ -194,7 +200,7 @@ class Catalog:
         from vdnacli import stats
 
         kind = METRICS.get(metric, "hist")
-        da, db = self.get(a, [kind], shards=True), self.get(b, [kind], shards=True)
+        da, db = self.load(a, [kind], shards=True), self.load(b, [kind], shards=True)
         sel = make_selection(da.layers, layers, neurons)
         plain = compare(da, db, metric, sel, weights)
         try:
@@ -211,11 +217,12 @@ class Catalog:
         from vdnacli import stats
 
         kind = METRICS.get(metric, "hist")
-        query = self.get(name, [kind], shards=True)
+        query = self.load(name, [kind], shards=True)
         sel = make_selection(query.layers, layers, neurons)
         others = [(n, self.get(n, [kind], shards=True)) for n, _ in ranked]
         if query.shards is None:
-            rows = [stats.RankedRow(n, d, None, None, str(stats.NoShardsError(name))) for n, d in ranked]
+            label = query.meta.get("name", "the query") if isinstance(name, DNA) else name
+            rows = [stats.RankedRow(n, d, None, None, str(stats.NoShardsError(label))) for n, d in ranked]
             return rows
         return stats.rank_ci(query, others, metric, sel, weights, seed=seed)
 
@@ -225,7 +232,8 @@ class Catalog:
         """The `top` closest entries (ascending) and the names skipped as incomparable.
 
         EMD queries go through the sketch index (exact top K, see `vdnacli.search`);
-        `exact=True` or another metric compares against every entry.
+        `exact=True` or another metric compares against every entry. `name` may be a DNA held
+        in memory (not an entry): every entry is then a candidate.
         """
         if metric == "emd" and not exact:
             from vdnacli.search import sketch_nearest
@@ -236,7 +244,7 @@ class Catalog:
     def brute_nearest(self, name: str, top: int = 5, metric: str = "emd", layers=None, neurons=None,
                       candidates: list[str] | None = None, weights=None) -> tuple[list[tuple[str, float]], list[str]]:
         kind = METRICS.get(metric, "hist")
-        query = self.get(name, [kind])
+        query = self.load(name, [kind])
         sel = make_selection(query.layers, layers, neurons)
         if metric == "emd":  # the query's side computed once; each entry read as stored
             from vdnacli.search import ExactEMD
@@ -263,18 +271,25 @@ class Catalog:
         return results[: max(top, 0)], skipped
 
     def matrix(self, names: list[str], metric: str = "emd", layers=None, neurons=None, weights=None,
-               workers: int | None = None) -> np.ndarray:
+               workers: int | None = None, progress=None) -> np.ndarray:
         """Pairwise distances; each value is `compare`'s. EMD goes through the blocked,
-        threaded `vdnacli.emd_matrix` (each entry's CDF computed once per block, not per pair)."""
+        threaded `vdnacli.emd_matrix` (each entry's CDF computed once per block, not per pair).
+        `progress(pairs done, pairs in all)` is called as the work goes."""
         if metric == "emd":
             from vdnacli.emd_matrix import emd_matrix
 
-            return emd_matrix(self, names, layers, neurons, weights, workers=workers)
+            return emd_matrix(self, names, layers, neurons, weights, workers=workers, progress=progress)
         kind = METRICS.get(metric, "hist")
         dnas = [self.get(n, [kind]) for n in names]
         sel = make_selection(dnas[0].layers, layers, neurons) if dnas else None
         m = np.zeros((len(names), len(names)))
+        total, done = len(names) * (len(names) - 1) // 2, 0
+        if progress is not None:
+            progress(0, total)
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 m[i, j] = m[j, i] = compare(dnas[i], dnas[j], metric, sel, weights).distance
+            done += len(names) - 1 - i
+            if progress is not None:
+                progress(done, total)
         return m

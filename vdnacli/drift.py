@@ -80,7 +80,7 @@ def drift(catalog, reference: str, source: Path, alpha: float = 0.01, threshold:
     """Compute SOURCE as REFERENCE was computed, compare with its interval and test, and decide."""
     from vdnacli.build import resolve_settings
     from vdnacli.extractors import load_extractor
-    from vdnacli.pipeline import Run, check_weights, compute_dna
+    from vdnacli.pipeline import Run, announce, check_weights, compute_dna
     from vdnacli.sources import list_images
 
     check_alpha(alpha, permutations)
@@ -102,6 +102,7 @@ def drift(catalog, reference: str, source: Path, alpha: float = 0.01, threshold:
     if kind not in settings.kinds:
         raise ConfigError(f"'{reference}' holds no {kind} data for --metric {metric}")
     refs = list_images(source, limit, seed)  # a bad source fails before the network loads
+    announce(progress, f"loading {settings.extractor}…")
     ext = load_extractor(settings.extractor, device, settings.weights, offline=offline)
     check_weights(settings, ext)
     name = save or f"{Path(source).name or 'source'}"

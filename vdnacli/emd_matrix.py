@@ -86,9 +86,11 @@ def _cdfs(counts: list[np.ndarray], a: int, b: int, out: np.ndarray) -> np.ndarr
 
 def emd_matrix(catalog, names: list[str], layers=None, neurons=None,
                weights: Mapping[str, np.ndarray] | None = None, workers: int | None = None,
-               memory: int = DEFAULT_MEMORY) -> np.ndarray:
+               memory: int = DEFAULT_MEMORY, progress=None) -> np.ndarray:
     """The symmetric matrix of EMD distances (EMD_avg, or EMD_W with `weights`) between
-    `names`, each value equal to `catalog.compare(a, b, "emd", ...)`'s distance."""
+    `names`, each value equal to `catalog.compare(a, b, "emd", ...)`'s distance.
+    `progress(pairs done, pairs in all)`: called after each slice of neurons of each block of
+    rows (a pair counts as done in proportion to the neurons compared)."""
     E = len(names)
     dnas = [_light_dna(n, catalog.registry.meta(n)) for n in names]
     out = np.zeros((E, E))
@@ -115,6 +117,9 @@ def emd_matrix(catalog, names: list[str], layers=None, neurons=None,
     tile = max(1, _TILE_BYTES // (8 * bins * rows_per_chunk))
     first_pair = np.concatenate([[0], np.cumsum(np.arange(E - 1, 0, -1))])  # pairs (i, j > i) before row i
 
+    pairs = E * (E - 1) // 2
+    if progress is not None:
+        progress(0, pairs)
     with ThreadPoolExecutor(workers) as pool:
         i0 = 0
         while i0 < E - 1:
@@ -150,6 +155,9 @@ def emd_matrix(catalog, names: list[str], layers=None, neurons=None,
 
                     # deal the rows round-robin: row i has E - 1 - i pairs, so each worker gets a fair share
                     list(pool.map(row_task, [range(i0 + k, i1, workers) for k in range(min(workers, i1 - i0))]))
+                    if progress is not None:
+                        block = int(first_pair[i1] - first_pair[i0])
+                        progress(base + block * (col + b) // n_sel, pairs)
                 col += size
                 del counts
             for i in range(i0, i1):

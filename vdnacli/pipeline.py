@@ -22,6 +22,15 @@ from vdnacli.sources import Item, Ref, Source, close_handles
 Progress = Callable[[int, "int | None"], None]  # (done, total); total None: not known (a stream)
 
 
+def announce(progress, phase: str) -> None:
+    """Tell a progress callback that a phase begins before counting does ("loading
+    efficientnet-lite0…"), when it listens for phases (a `phase(text)` method); the first
+    (done, total) call ends it."""
+    hook = getattr(progress, "phase", None)
+    if hook is not None:
+        hook(phase)
+
+
 @dataclass
 class Run:
     """How a computation runs; nothing here changes the DNA's numbers."""
@@ -273,6 +282,8 @@ def iter_batches(
     stager = _Stager(extractor.device)
     skip = run.skip
     done = 0
+    if run.progress:  # the network is loaded and the images listed: counting starts now
+        run.progress(0, total)
     with torch.inference_mode(), _closing_handles():
         for items in loader:
             if on_device:

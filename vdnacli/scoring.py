@@ -13,7 +13,8 @@ from vdnacli.distances import emd_rows, make_selection
 from vdnacli.dna import DNA
 from vdnacli.extractors import load_extractor
 from vdnacli.extractors.loaded import Extractor
-from vdnacli.pipeline import ComputeReport, HistAccumulator, Run, check_weights, compute_dna, iter_batches, resolve_ranges
+from vdnacli.pipeline import (ComputeReport, HistAccumulator, Run, announce, check_weights, compute_dna, iter_batches,
+                              resolve_ranges)
 from vdnacli.settings import ComputeSettings
 from vdnacli.sources import ImageRef, list_images
 
@@ -25,6 +26,8 @@ def score_images(refs: Sequence[ImageRef], reference: DNA, device: str = "auto",
     reference.require("hist")
     settings = ComputeSettings.from_meta(reference.meta, like=reference.meta.get("name")).replace(
         kinds=("hist",), weights=weights, ranges=ranges_path)
+    if extractor is None:
+        announce(run.progress if run else None, f"loading {settings.extractor}…")
     ext = extractor or load_extractor(settings.extractor, device, settings.weights)
     check_weights(settings, ext)
     ranges = resolve_ranges(settings, ext, None if ranges_path else reference.ranges)
@@ -57,6 +60,7 @@ def similar_images(image: Path, source: Path, extractor: str, device: str = "aut
                    layers=None, neurons=None, limit=None, seed=0, run: Run | None = None, weights_per_neuron=None):
     """Rank the images of `source` by EMD to the DNA of one reference image (Fig. 6)."""
     settings = ComputeSettings.for_extractor(extractor, kinds=("hist",), bins=bins)
+    announce(run.progress if run else None, f"loading {settings.extractor}…")
     ext = load_extractor(settings.extractor, device)
     ref_dna, _ = compute_dna(list_images(image), ext, settings, Run(strict=True), name=Path(image).name)
     refs = list(list_images(source, limit, seed))

@@ -25,7 +25,7 @@ import numpy as np
 from registry import RegistryError
 from registry.index import Listing, SideIndex, decode_names, encode_names
 from vdnacli.distances import make_selection, weighted
-from vdnacli.dna import current_meta, must_match
+from vdnacli.dna import DNA, current_meta, must_match
 from vdnacli.emd_query import QueryCDF
 from vdnacli.integrity import meta_problem
 from vdnacli.errors import FormatError, IncompatibleDNAError
@@ -171,19 +171,20 @@ def sketch_nearest(catalog, name, top, layers=None, neurons=None, candidates=Non
 
 def _search(catalog, listing, name, top, layers, neurons, candidates, stats, weights, clock):
     clock("query")
-    query = catalog.get(name, ["hist"])
+    in_memory = isinstance(name, DNA)  # a one-off query (vdnacli.oneoff): no entry, no stored sketch
+    query = name if in_memory else catalog.get(name, ["hist"])
     query.require("hist")
     sel = make_selection(query.layers, layers, neurons)
     skipped: list[str] = []
     if candidates is None:  # the query stays in until the end: the index then matches the listing as a whole
         names_b, stamps = listing.names_b, listing.stamps
     else:  # in the order given (ties are taken in that order); a name that is no entry is skipped
-        cands = [n for n in dict.fromkeys(candidates) if n != name]
+        cands = [n for n in dict.fromkeys(candidates) if in_memory or n != name]
         skipped += [n for n in cands if len(n.encode("utf-8")) > 128]
         names_b = encode_names([n for n in cands if len(n.encode("utf-8")) <= 128])
         stamps = listing.stamps_of(names_b)
 
-    qname = name.encode()
+    qname = b"" if in_memory else name.encode()  # no entry has an empty name
     clock("index")
     sizes_all = list(query.layers.values())
     n_neurons = sum(sizes_all)
@@ -238,7 +239,10 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
     skipped += decode_names(names_b[left])
     comparable_b, srows = names_b[have], srows[have]
     clock("query")
-    if qrow.size:
+    if in_memory:
+        qmean, qquant = sketch_dna_hist(query.hist)
+        stored = {"mean": qmean, "quantiles": qquant, "groups": group_sums(qmean, gstarts)}
+    elif qrow.size:
         stored = {k: sindex.read(k, qrow)[0] for k in ("mean", "quantiles", "groups")}
     else:
         stored = sketch_of(name)  # the query's own stored sketch (computed only for old entries)

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from vdnacli import __version__
-from vdnacli.cli import compute, entries, hub, masks, monitor, query, report
+from vdnacli.cli import compute, entries, hub, masks, monitor, query, report, settings
 
 app = typer.Typer(
     name="vdna",
@@ -54,6 +54,7 @@ masks.register(app)
 hub.register(app)
 report.register(app)
 monitor.register(app)
+settings.register(app)
 
 
 def _registry_error() -> type[Exception]:

@@ -13,11 +13,9 @@ def settings(**flags) -> Settings:
     """Resolved settings; a registry chosen by a vdna.yaml is named on stderr (once per process),
     so a vdna.yaml in an untrusted folder cannot redirect the registry silently."""
     s = load_settings(**flags)
-    if s.registry_from.endswith(CONFIG_FILE) and str(s.registry) not in _noted:
+    if s.registry_from == str(Path.cwd() / CONFIG_FILE) and str(s.registry) not in _noted:
         _noted.add(str(s.registry))
-        where = Path(s.registry_from)
-        shown = f"./{CONFIG_FILE}" if where.parent == Path.cwd() else str(where)
-        print(f"using registry {s.registry} from {shown}", file=sys.stderr)
+        print(f"using registry {s.registry} from ./{CONFIG_FILE}", file=sys.stderr)
     return s
 
 

@@ -1,8 +1,6 @@
 """Commands that compute DNAs: add, merge, calibrate, demo."""
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,26 +12,7 @@ from vdnacli.cli.options import (BinningOpt, ColumnOpt, CropOpt, DecodeOpt, Ever
                                  UrlTimeoutOpt, WeightsOpt)
 from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
-
-
-@contextmanager
-def progress_bar(enabled: bool, label: str):
-    """A rich progress bar with images/s on stderr; a no-op when not a terminal."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]} img/s"), TimeRemainingColumn()]
-    with Progress(*cols, transient=True, console=Output().err) as p:
-        task = p.add_task(label, total=None, rate="-")
-
-        def update(done: int, total: int):
-            elapsed = p.tasks[0].elapsed or 0
-            p.update(task, completed=done, total=total, rate=f"{done / elapsed:.1f}" if elapsed else "-")
-
-        yield update
+from vdnacli.cli.progress import progress_bar
 
 
 def add_cmd(

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, settings
-from vdnacli.cli.options import JsonOpt, RegistryOpt
+from vdnacli.cli.options import JsonOpt, QuietOpt, RegistryOpt
 from vdnacli.cli.output import Output
 
 RepoTypeOpt = Annotated[str, typer.Option("--repo-type", help="Hub repo type: dataset, model or space.")]
@@ -27,6 +27,7 @@ def pull_cmd(
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite entries of the same names.")] = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Pull the DNAs of a Hub repo into the registry, verified against the Hub's checksums.
 
@@ -35,11 +36,13 @@ def pull_cmd(
 
     Example: vdna pull bramtoula/ffhq-mugs --name ffhq
     """
+    from vdnacli.cli.progress import progress_bar
     from vdnacli.hub import pull
 
     s = settings(registry=registry, offline=True if offline else None)
-    report = pull(open_catalog(s.registry, create=True), repo_id, path=path, name=name, revision=revision, repo_type=repo_type,
-                  offline=s.offline, replace=replace)
+    with progress_bar(not quiet and not json, f"pull {repo_id}", unit="bytes") as update:
+        report = pull(open_catalog(s.registry, create=True), repo_id, path=path, name=name, revision=revision,
+                      repo_type=repo_type, offline=s.offline, replace=replace, progress=update)
     out = _emit_report(report, json)
     if json:
         return

@@ -49,7 +49,7 @@ def drift_cmd(
 
     error_exit(2)
     require_compute("vdna drift")  # before the imports that need it
-    from vdnacli.cli.compute import progress_bar
+    from vdnacli.cli.progress import progress_bar
     from vdnacli.distances import parse_neuron_specs
     from vdnacli.drift import drift
 

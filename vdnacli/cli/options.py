@@ -8,7 +8,8 @@ import typer
 
 RegistryOpt = Annotated[
     Optional[Path],
-    typer.Option("--registry", help="Registry directory (else $VDNA_REGISTRY, ./vdna.yaml, per-user default).",
+    typer.Option("--registry", help="Registry directory (else $VDNA_REGISTRY, ./vdna.yaml, user config, per-user "
+                 "default; see 'vdna config').",
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of tables.")]
@@ -82,4 +83,20 @@ CIOpt = Annotated[bool, typer.Option("--ci", help="With uncertainty, from the en
                                      "95 % interval, noise floor, same-distribution p-value.")]
 PermutationsOpt = Annotated[int, typer.Option("--permutations", min=0, help="Shard permutations of the same-distribution "
                                               "test (all splits when fewer exist; 0 = no test).")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random permutations and half splits.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the random permutations, half splits and --limit "
+                                     "subsets.")]
+# -- one-off comparisons: how a source given instead of an entry is computed (vdnacli.oneoff) --
+LikeOpt = Annotated[Optional[str], typer.Option(
+    "--like", help="Compute images given instead of an entry with this entry's settings (default: in compare, the "
+    "other side's when it is an entry; else the extractor's defaults).", show_default=False)]
+ExtractorOpt = Annotated[Optional[str], typer.Option(
+    "--extractor", "-e", help="Feature extractor for images given instead of an entry (see 'vdna extractors'; "
+    "default: the configured one, else efficientnet-lite0).", show_default=False)]
+SaveOpt = Annotated[Optional[list[str]], typer.Option(
+    "--save", help="Also register the computed side(s) under these names, in order (e.g. --save A,B); "
+    "without it nothing is registered.", show_default=False)]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", help="Use a random subset of N images of a source.",
+                                                 min=1, show_default=False)]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N.", show_default=False)]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Decoding worker processes.", min=0,
+                                                   show_default=False)]

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from vdnacli.cli.common import open_catalog, resolve_focus, split_csv
-from vdnacli.cli.options import (CIOpt, IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, PermutationsOpt,
-                                 PlotOpt, RegistryOpt, SeedOpt, SheetOpt)
+from vdnacli.cli.options import (CIOpt, DeviceOpt, ExtractorOpt, IgnoreOpt, JsonOpt, LayerOpt, LikeOpt, LimitOpt,
+                                 MaskOpt, MetricOpt, NeuronOpt, OfflineOpt, PermutationsOpt, PlotOpt, QuietOpt,
+                                 RegistryOpt, SaveOpt, SeedOpt, SheetOpt, WorkersOpt)
 from vdnacli.cli.output import Output, bar
+from vdnacli.cli.progress import progress_bar
 from vdnacli.cli.uncertainty import NO_INTERVAL, render_ci
 
 
@@ -27,9 +29,13 @@ def render_comparison(out: Output, c, top: int) -> None:
                   [list(r) for r in c.top_neurons(top)], numeric={1, 2})
 
 
+OperandHelp = ("A registry entry, or images: folder, image, .txt list, .zip, tar shards, table, URL, hf://..., "
+               "or - (stdin). A name the registry holds is the entry (write ./NAME for a path of that name).")
+
+
 def compare_cmd(
-    a: str,
-    b: str,
+    a: Annotated[str, typer.Argument(help=OperandHelp, show_default=False)],
+    b: Annotated[str, typer.Argument(help="The other side, read as A is.", show_default=False)],
     metric: MetricOpt = "emd",
     layer: LayerOpt = None,
     neuron: NeuronOpt = None,
@@ -40,26 +46,54 @@ def compare_cmd(
     ci: CIOpt = False,
     permutations: PermutationsOpt = 999,
     seed: SeedOpt = 0,
+    like: LikeOpt = None,
+    extractor: ExtractorOpt = None,
+    save: SaveOpt = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = None,
+    workers: WorkersOpt = None,
+    offline: OfflineOpt = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Distance between two DNAs, with per-layer breakdown and the neurons that drive it.
+
+    A side may be images instead of an entry: its DNA is computed for this comparison and not
+    registered (--save NAME keeps it), with --like's settings, else the other side's (an entry),
+    else the extractor's defaults, exactly as 'vdna add' would.
 
     With --ci (both DNAs made with --shards): a 95 % interval for the population distance,
     the noise floor of these sample sizes and a same-distribution p-value, overall and per layer.
 
     Example: vdna compare cityscapes bdd100k --layer head --ci
+    Also: vdna compare ./real ./generated · vdna compare ./batch cityscapes --save batch-1
     """
-    from vdnacli.distances import parse_neuron_specs
+    from vdnacli import oneoff
+    from vdnacli.cli import oneoff as cli_oneoff
+    from vdnacli.cli.common import settings
+    from vdnacli.distances import METRICS, parse_neuron_specs
 
-    out = Output(json=json)
-    cat = open_catalog(registry)
-    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(a))
+    s = settings(registry=registry, offline=offline or None)
+    out = Output(json=json, quiet=quiet)
+    cat = open_catalog(s.registry, create=True)
+    req = cli_oneoff.request(s, like=like, extractor=extractor, save=save, limit=limit, seed=seed, device=device,
+                             workers=workers, kinds=[METRICS.get(metric, "hist")])
+    if mask or ignore:  # a wrong mask name fails before anything is computed
+        cat.get_mask(mask or ignore)
+    sides, computed, notes = oneoff.resolve_pair(cat, [a, b], req,
+                                                 cli_oneoff.progress_for(not quiet and not json))
+    for n in notes:
+        out.note(n)
+    cli_oneoff.report_computed(out, computed)
+    meta = sides[0].meta if not isinstance(sides[0], str) else cat.registry.meta(sides[0])
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), meta)
     r = note = None
     if ci:
-        c, r, note = cat.compare_ci(a, b, metric, lay, neu, w, permutations, seed)
+        c, r, note = cat.compare_ci(sides[0], sides[1], metric, lay, neu, w, permutations, seed)
     else:
-        c = cat.compare(a, b, metric, lay, neu, w)
+        c = cat.compare(sides[0], sides[1], metric, lay, neu, w)
+    c.a, c.b = a, b
     if note:
         out.warn(f"no interval: {note}")
     for warning in c.warnings:
@@ -69,12 +103,17 @@ def compare_cmd(
         from vdnacli.plots import compare_figure
 
         kind = METRICS.get(metric, "hist")
-        ranges = cat.settings(a)[1] if kind == "hist" else None  # bins -> activations on the panels' top axes
-        compare_figure(c, cat.get(a, [kind]), cat.get(b, [kind]), plot, ranges=ranges)
+        ranges = None  # bins -> activations on the panels' top axes
+        if kind == "hist":
+            ranges = cat.settings(sides[0])[1] if isinstance(sides[0], str) else sides[0].ranges
+        compare_figure(c, cat.load(sides[0], [kind]), cat.load(sides[1], [kind]), plot, ranges=ranges)
         out.note(f"wrote {plot}")
     if json:
         data = {"a": a, "b": b, "metric": c.metric, "distance": c.distance, "per_layer": c.per_layer,
                 "top_neurons": [{"layer": l, "neuron": i, "distance": d} for l, i, d in c.top_neurons(top)]}
+        if computed:
+            data["computed"] = cli_oneoff.computed_json(
+                computed, [side for side, x in zip("ab", sides) if not isinstance(x, str)])
         if ci:
             data.update(r.as_dict() if r is not None else dict(NO_INTERVAL, note=note))
         out.emit_json(data)
@@ -89,7 +128,7 @@ def compare_cmd(
 
 
 def nearest_cmd(
-    name: str,
+    name: Annotated[str, typer.Argument(help=OperandHelp, show_default=False)],
     top: Annotated[int, typer.Option("--top", "-k", help="How many entries to return.", min=1)] = 5,
     metric: MetricOpt = "emd",
     layer: LayerOpt = None,
@@ -98,8 +137,17 @@ def nearest_cmd(
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
     ci: CIOpt = False,
+    like: LikeOpt = None,
+    extractor: ExtractorOpt = None,
+    save: SaveOpt = None,
+    limit: LimitOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    workers: WorkersOpt = None,
+    offline: OfflineOpt = False,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """The entries closest to NAME, ascending by distance.
 
@@ -107,19 +155,38 @@ def nearest_cmd(
     result is exactly the brute-force top K. With --ci (entries made with --shards): each
     row's 95 % interval, and whether its distance is distinguishable from the next row's.
 
-    Example: vdna nearest mydata --top 5 --ci
-    """
-    from vdnacli.distances import parse_neuron_specs
+    NAME may be images instead of an entry: their DNA is computed with --like's settings (else
+    the extractor's defaults), not registered (--save NAME keeps it), and compared with the
+    entries made the same way; the others are skipped.
 
-    out = Output(json=json)
-    cat = open_catalog(registry)
-    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), cat.registry.meta(name))
-    ranked, skipped = cat.nearest(name, top, metric, lay, neu, exact=exact, weights=w)
+    Example: vdna nearest mydata --top 5 --ci · vdna nearest ./new-images --like cityscapes
+    """
+    from vdnacli import oneoff
+    from vdnacli.cli import oneoff as cli_oneoff
+    from vdnacli.cli.common import settings
+    from vdnacli.distances import METRICS, parse_neuron_specs
+
+    s = settings(registry=registry, offline=offline or None)
+    out = Output(json=json, quiet=quiet)
+    cat = open_catalog(s.registry)
+    req = cli_oneoff.request(s, like=like, extractor=extractor, save=save, limit=limit, seed=seed, device=device,
+                             workers=workers, kinds=[METRICS.get(metric, "hist")])
+    if mask or ignore:  # a wrong mask name fails before anything is computed
+        cat.get_mask(mask or ignore)
+    query, computed, notes = oneoff.resolve_one(cat, name, req,
+                                                cli_oneoff.progress_for(not quiet and not json))
+    for n in notes:
+        out.note(n)
+    cli_oneoff.report_computed(out, [computed] if computed else [])
+    meta = cat.registry.meta(query) if isinstance(query, str) else query.meta
+    lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), parse_neuron_specs(neuron), meta)
+    ranked, skipped = oneoff.nearest(cat, query, top, metric, lay, neu, exact=exact, weights=w,
+                                     saved=computed.saved if computed else None)
     if skipped:
         out.note(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not comparable with {name} "
-                 f"(other extractor or kind): {', '.join(skipped[:5])}")
+                 f"(other extractor, settings or kind): {', '.join(skipped[:5])}")
     if ci:
-        _render_ranked_ci(out, name, metric, cat.rank_ci(name, ranked, metric, lay, neu, w), json)
+        _render_ranked_ci(out, name, metric, cat.rank_ci(query, ranked, metric, lay, neu, w), json)
         return
     if json:
         out.emit_json([{"name": n, "distance": d} for n, d in ranked])
@@ -161,6 +228,7 @@ def matrix_cmd(
     plot: PlotOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Pairwise distance matrix between entries.
 
@@ -173,8 +241,9 @@ def matrix_cmd(
     if not names:
         raise ConfigError("the registry is empty: nothing to compare")
     lay, neu, w = resolve_focus(cat, mask, ignore, split_csv(layer), None, cat.registry.meta(names[0]))
-    m = cat.matrix(names, metric, lay, neu, w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json and not as_csv, f"{metric} matrix", unit="pairs") as update:
+        m = cat.matrix(names, metric, lay, neu, w, progress=update)
+    out = Output(json=json, quiet=quiet)
     if plot:
         from vdnacli.plots import matrix_figure
 
@@ -286,6 +355,7 @@ def score_cmd(
     sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Rank the images of SOURCE by the EMD of each image's DNA to a dataset DNA, best first.
 
@@ -306,9 +376,10 @@ def score_cmd(
     refs = list_images(source)
     from vdnacli.pipeline import Run
 
-    scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
-                                  run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json, f"scoring {source.name}") as update:
+        scores, report = score_images(refs, reference, s.device, lay, neu, ranges_path=ranges,
+                                      run=Run(batch_size=16, workers=s.workers, progress=update), weights_per_neuron=w)
+    out = Output(json=json, quiet=quiet)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
     if sheet:
@@ -330,6 +401,7 @@ def similar_cmd(
     sheet: SheetOpt = None,
     registry: RegistryOpt = None,
     json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ):
     """Rank images by the EMD of their DNA to the DNA of one reference image (paper Fig. 6).
 
@@ -355,9 +427,11 @@ def similar_cmd(
                                     {"extractor": spec.name, "layers": [list(x) for x in spec.layers]})
     from vdnacli.pipeline import Run
 
-    scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
-                                    run=Run(batch_size=16, workers=s.workers), weights_per_neuron=w)
-    out = Output(json=json)
+    with progress_bar(not quiet and not json, f"similar in {source.name}") as update:
+        scores, report = similar_images(image, source, s.extractor, s.device, s.bins, lay, neu,
+                                        run=Run(batch_size=16, workers=s.workers, progress=update),
+                                        weights_per_neuron=w)
+    out = Output(json=json, quiet=quiet)
     if report.failed:
         out.warn(f"skipped {len(report.failed)} unreadable image(s)")
     if sheet:

@@ -33,7 +33,7 @@ def report_cmd(
 
     Example: vdna report catalog.html --entries 'city-*' · vdna report - | less
     """
-    from vdnacli.cli.compute import progress_bar
+    from vdnacli.cli.progress import progress_bar
     from vdnacli.report import build_report, render_html, render_text
 
     as_text = text or out_path == "-"

@@ -159,11 +159,13 @@ class _Loaded:
 
 
 def pull(catalog, repo_id: str, path: str | None = None, name: str | None = None, revision: str | None = None,
-         repo_type: str = "dataset", offline: bool = False, replace: bool = False) -> PullReport:
+         repo_type: str = "dataset", offline: bool = False, replace: bool = False, progress=None) -> PullReport:
     """Bring the DNAs (and masks) of a Hub repo, or those `path` selects, into the registry.
 
     Nothing is written unless every selected file downloads, matches the Hub's checksum and
     parses; entries already pulled from the same files are left as they are ("unchanged").
+    `progress(bytes done, bytes in all)` follows the downloads (huggingface_hub's own bars are
+    then not drawn).
     """
     check_request(repo_id, repo_type, revision)
     ctx = hub_context(offline)
@@ -179,11 +181,11 @@ def pull(catalog, repo_id: str, path: str | None = None, name: str | None = None
         _assign_names(items, name)
         # upstream pairs may hold activation ranges etc.: read their JSON first, skip the others' arrays
         heads = [i.files[0] for i in items if i.fmt == "upstream-vdna"]
-        fetched = _fetch_verified(ctx, repo_id, repo_type, listing, heads)
+        fetched = _fetch_verified(ctx, repo_id, repo_type, listing, heads, progress)
         items = [i for i in items
                  if i.fmt != "upstream-vdna" or _upstream_is_dna(fetched[i.files[0]][0], i, repo_id, report)]
         rest = [f for i in items for f in i.files if f not in fetched]
-        fetched.update(_fetch_verified(ctx, repo_id, repo_type, listing, rest))
+        fetched.update(_fetch_verified(ctx, repo_id, repo_type, listing, rest, progress))
         if not listing.from_cache and listing.storage is not None:
             remember_ref(listing.storage, revision, listing.commit)
         loaded = _load_all(items, fetched, listing, repo_id, repo_type, report, ctx)
@@ -230,18 +232,40 @@ def _nothing_found(repo_id: str, repo_type: str, listing: Listing, path: str | N
 
 
 def _fetch_verified(ctx: HubContext, repo_id: str, repo_type: str, listing: Listing,
-                    files: list[str]) -> dict[str, tuple[Path, str]]:
+                    files: list[str], progress=None) -> dict[str, tuple[Path, str]]:
     """Each file at the listed commit (downloaded in parallel, or from the cache), checked: path and sha256."""
     if not files:
         return {}
     if listing.from_cache:
         local = {f: listing.local[f] for f in files}
     else:
-        local = _download(ctx, repo_id, repo_type, listing, files)
+        local = _download(ctx, repo_id, repo_type, listing, files, progress)
     return {f: (local[f], verify_file(local[f], listing.files[f], ctx, repo_id)) for f in files}
 
 
-def _download(ctx: HubContext, repo_id: str, repo_type: str, listing: Listing, files: list[str]) -> dict[str, Path]:
+def _forwarding_tqdm(progress):
+    """A tqdm class for huggingface_hub that draws nothing and passes the bytes of its byte
+    bars to `progress(done, total)` (files bars, and the separate transfer bar, are silent)."""
+    from huggingface_hub.utils.tqdm import tqdm as hf_tqdm
+
+    class Forward(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True
+            self._forward = kwargs.get("unit") == "B" and not str(kwargs.get("name", "")).endswith(".transfer")
+            self._bytes = int(kwargs.get("initial") or 0)
+            super().__init__(*args, **kwargs)
+
+        def update(self, n=1):
+            if self._forward and n:
+                self._bytes += int(n)
+                progress(self._bytes, int(self.total) if self.total else None)
+            return super().update(n)
+
+    return Forward
+
+
+def _download(ctx: HubContext, repo_id: str, repo_type: str, listing: Listing, files: list[str],
+              progress=None) -> dict[str, Path]:
     from huggingface_hub import snapshot_download
 
     with warnings.catch_warnings():  # a full cache is reported as one error line when the write fails
@@ -249,7 +273,7 @@ def _download(ctx: HubContext, repo_id: str, repo_type: str, listing: Listing, f
         snap = Path(snapshot_download(
             repo_id, repo_type=repo_type, revision=listing.commit, cache_dir=str(ctx.cache_dir), endpoint=ctx.endpoint,
             allow_patterns=[glob.escape(f) for f in files], max_workers=MAX_WORKERS, library_name="vdna",
-            library_version=__version__))
+            library_version=__version__, tqdm_class=_forwarding_tqdm(progress) if progress is not None else None))
     if snap.name != listing.commit:
         raise HubIntegrityError(f"huggingface_hub stored {repo_id} as commit {snap.name[:40]!r}, not the listed "
                                 f"{listing.commit}: run the pull again")
