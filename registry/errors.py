@@ -1,5 +1,7 @@
 """Typed storage errors; each message names the next step for the user."""
+import difflib
 import errno
+from typing import Iterable
 
 
 class RegistryError(Exception):
@@ -7,14 +9,18 @@ class RegistryError(Exception):
 
 
 class EntryNotFoundError(RegistryError):
-    def __init__(self, name: str, root: str):
-        super().__init__(f"no entry named '{name}' in registry {root} (see 'vdna list')")
+    def __init__(self, name: str, root: str, choices: Iterable[str] = ()):
+        close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+        quoted = [f"'{c}'" for c in close]
+        hint = f" (did you mean {', '.join(quoted[:-1]) + ' or ' if len(quoted) > 1 else ''}{quoted[-1]}?)" if close else ""
+        super().__init__(f"no entry named '{name}' in registry {root}{hint}; see 'vdna list'")
         self.name = name
 
 
 class EntryExistsError(RegistryError):
-    def __init__(self, name: str):
-        super().__init__(f"an entry named '{name}' already exists (use --replace to overwrite it)")
+    def __init__(self, name: str, append: bool = False):
+        how = "--replace overwrites it, --append adds new images to it" if append else "--replace overwrites it"
+        super().__init__(f"an entry named '{name}' already exists ({how}; or choose another name)")
         self.name = name
 
 

@@ -55,6 +55,9 @@ _LEGACY_MARKER_TMP = ".registry.json."  # marker temp files of earlier versions,
 _TAGGED = re.compile(r".*\.w(\d{1,6})\.[0-9a-f]{8}(?:\.h5)?\.part")  # temp files of a slot-holding writer
 # What a registry directory may hold besides its marker (a half-created registry too).
 _OWN_FILES = {"entries", "tmp", "index", "masks", "locks", ".lock", ".writers", _MARKER}
+# Entries this process committed, in order, as (registry root, name): what an interrupted
+# command reports it kept. Appended only once a commit is complete.
+COMMITTED: list[tuple[str, str]] = []
 
 
 class Registry:
@@ -150,7 +153,7 @@ class Registry:
     def _existing(self, name: str) -> Path:
         path = self._path(name)
         if not path.is_file():
-            raise EntryNotFoundError(name, str(self.root))
+            raise EntryNotFoundError(name, str(self.root), self.names())
         return path
 
     def meta(self, name: str) -> dict:
@@ -236,6 +239,7 @@ class Registry:
                     else:
                         self._write_journal(journal, renames)
                         self._roll_forward(journal)
+                    COMMITTED.extend((str(self.root), n) for n in names)
             except OSError as e:
                 what = f"entry '{names[0]}'" if len(names) == 1 else f"{len(names)} entries"
                 raise RegistryError(f"cannot write {what} in {self.root}: {os_error_text(e)}; nothing was stored") from None

@@ -1,5 +1,5 @@
-"""User errors at the real command line: one line on stderr, exit 1 (2 for usage), no traceback,
-and the registry left as it was. The registry is seeded with synthetic DNAs through `vdna import`
+"""User errors at the real command line: one line on stderr, the exit code of the error's class
+(vdnacli.errors; 2 for usage), no traceback, and the registry left as it was. The registry is seeded with synthetic DNAs through `vdna import`
 (no network is run here)."""
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def assert_user_error(r, code: int = 1) -> None:
     both = r.stdout + r.stderr
     assert r.code == code, (r.code, r.stdout, r.stderr)
     assert "Traceback" not in both
-    if code == 1:
+    if code != 2:
         lines = r.stderr.splitlines()
         assert len(lines) == 1 and lines[0].strip(), r.stderr
         assert lines[0].startswith("error: ")
@@ -126,35 +126,35 @@ def _reference_csv(tmp_path: Path) -> Path:
     return p
 
 
-CASES = {  # case -> (arguments, a word the one-line message must contain)
-    "compare-unknown": (lambda t: ["compare", "seed-a", "nope"], "nope"),
-    "show-unknown": (lambda t: ["show", "nope"], "nope"),
-    "remove-unknown": (lambda t: ["remove", "nope"], "nope"),
-    "export-unknown": (lambda t: ["export", "nope", t / "out" / "nope"], "nope"),
-    "add-missing-path": (lambda t: ["add", "x", t / "does-not-exist"], "does-not-exist"),
-    "add-no-images": (lambda t: ["add", "x", _folder_with_text_only(t)], "no images"),
-    "add-invalid-name": (lambda t: ["add", "bad/name", _folder_with_image(t)], "bad/name"),
-    "add-bins-0": (lambda t: ["add", "x", _folder_with_image(t), "--bins", "0"], "bins"),
-    "add-unknown-extractor": (lambda t: ["add", "x", _folder_with_image(t), "--extractor", "nope"], "nope"),
-    "add-existing-name": (lambda t: ["add", "seed-a", _folder_with_image(t)], "already exists"),
-    "import-missing": (lambda t: ["import", t / "absent" / "pair"], "pair.json"),
-    "import-hostile": (lambda t: ["import", _hostile_pair(t)], "evil.npz"),
-    "import-existing": (lambda t: ["import", t / "absent" / "seed-b"], "already exists"),
-    "compare-incompatible-bins": (lambda t: ["compare", "seed-a", "wide"], "bins"),
-    "compare-unknown-layer": (lambda t: ["compare", "seed-a", "seed-b", "--layer", "nope"], "nope"),
-    "compare-neuron-out-of-range": (lambda t: ["compare", "seed-a", "seed-b", "--neuron", "stage1:4"], "range"),
-    "compare-bad-neuron-spec": (lambda t: ["compare", "seed-a", "seed-b", "--neuron", "stage1"], "--neuron"),
-    "compare-unknown-metric": (lambda t: ["compare", "seed-a", "seed-b", "--metric", "l2"], "l2"),
+CASES = {  # case -> (arguments, a word the one-line message must contain, exit code of its class)
+    "compare-unknown": (lambda t: ["compare", "seed-a", "nope"], "nope", 3),
+    "show-unknown": (lambda t: ["show", "nope"], "nope", 3),
+    "remove-unknown": (lambda t: ["remove", "nope"], "nope", 3),
+    "export-unknown": (lambda t: ["export", "nope", t / "out" / "nope"], "nope", 3),
+    "add-missing-path": (lambda t: ["add", "x", t / "does-not-exist"], "does-not-exist", 3),
+    "add-no-images": (lambda t: ["add", "x", _folder_with_text_only(t)], "no images", 1),
+    "add-invalid-name": (lambda t: ["add", "bad/name", _folder_with_image(t)], "bad/name", 1),
+    "add-bins-0": (lambda t: ["add", "x", _folder_with_image(t), "--bins", "0"], "bins", 1),
+    "add-unknown-extractor": (lambda t: ["add", "x", _folder_with_image(t), "--extractor", "nope"], "nope", 3),
+    "add-existing-name": (lambda t: ["add", "seed-a", _folder_with_image(t)], "already exists", 1),
+    "import-missing": (lambda t: ["import", t / "absent" / "pair"], "pair.json", 3),
+    "import-hostile": (lambda t: ["import", _hostile_pair(t)], "evil.npz", 5),
+    "import-existing": (lambda t: ["import", t / "absent" / "seed-b"], "already exists", 1),
+    "compare-incompatible-bins": (lambda t: ["compare", "seed-a", "wide"], "bins", 4),
+    "compare-unknown-layer": (lambda t: ["compare", "seed-a", "seed-b", "--layer", "nope"], "nope", 3),
+    "compare-neuron-out-of-range": (lambda t: ["compare", "seed-a", "seed-b", "--neuron", "stage1:4"], "range", 1),
+    "compare-bad-neuron-spec": (lambda t: ["compare", "seed-a", "seed-b", "--neuron", "stage1"], "--neuron", 1),
+    "compare-unknown-metric": (lambda t: ["compare", "seed-a", "seed-b", "--metric", "l2"], "l2", 1),
     "rank-transfer-bad-reference": (
-        lambda t: ["rank-transfer", "--target", "seed-a", "--reference", _reference_csv(t)], "ninety"),
+        lambda t: ["rank-transfer", "--target", "seed-a", "--reference", _reference_csv(t)], "ninety", 5),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_user_error_is_one_line_and_leaves_registry_alone(case, seeded, vdna, tmp_path):
-    make_args, word = CASES[case]
+    make_args, word, code = CASES[case]
     r = vdna(*make_args(tmp_path))
-    assert_user_error(r, 1)
+    assert_user_error(r, code)
     assert word in r.stderr
     assert listing_of(vdna) == seeded
     if case == "export-unknown":
@@ -185,7 +185,7 @@ def test_help_lists_commands(vdna):
     r = vdna("--help")
     assert r.code == 0, r.stderr
     section = r.stdout.split("Commands", 1)[1]
-    commands = set(re.findall(r"^│ ([a-z][a-z-]+) ", section, flags=re.M))
+    commands = set(re.findall(r"^  ([a-z][a-z-]+) ", section, flags=re.M))
     expected = {"add", "list", "show", "remove", "compare", "nearest", "import", "export", "extractors", "demo",
                 "rank-transfer"}
     assert expected <= commands, expected - commands

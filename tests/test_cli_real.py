@@ -49,7 +49,7 @@ def test_catalog_workflow(vdna, sample_dirs, tmp_path):
     dup = vdna("add", "digits-a", sample_dirs["faces-a"])
     assert dup.code == 1 and "already exists" in dup.stderr and "Traceback" not in dup.stderr
     bad = vdna("compare", "digits-a", "nope")
-    assert bad.code == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.code == 3 and len(bad.stderr.strip().splitlines()) == 1  # not found (docs/cli.md)
     assert vdna("list", "--json").json() == before
 
 

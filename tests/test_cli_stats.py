@@ -128,7 +128,7 @@ def test_plan(run):
     assert given["distance"] == 50 and given["images_needed"] <= far["images_needed"]
     text = run("plan", "digits-a", "--precision", "0.2")
     assert text.code == 0 and "images" in text.stdout
-    assert run("plan", "digits-plain").code == 1
+    assert run("plan", "digits-plain").code == 4  # no shards: incompatible (docs/cli.md)
 
 
 def test_add_shards_flag_and_export_note(vdna, sample_dirs, tmp_path):

@@ -103,7 +103,7 @@ def test_writers_of_different_entries_all_succeed_and_one_name_has_one_winner(tm
     assert len(winners) == 1, outcomes
     for k, o in enumerate(outcomes):
         if k != winners[0]:
-            assert o == "EntryExistsError: an entry named 'contested' already exists (use --replace to overwrite it)"
+            assert o == "EntryExistsError: an entry named 'contested' already exists (--replace overwrites it; or choose another name)"
     meta, got = reg.read("contested", verify=True)
     assert meta == {"i": -winners[0]}
     np.testing.assert_array_equal(got["hist/a"], arrays_for(900000 + winners[0])["hist/a"])
@@ -351,6 +351,6 @@ def test_cli_imports_at_once(vdna, tmp_path, registry_dir):
     assert sorted(r[0] for r in same) == [0, 1, 1], [r[2] for r in same]
     for code, _, err in same:
         if code:
-            assert err.strip() == "error: an entry named 'same' already exists (use --replace to overwrite it)"
+            assert err.strip() == "error: an entry named 'same' already exists (--replace overwrites it; or choose another name)"
     r = vdna("verify", "--json")
     assert r.code == 0 and r.json()["entries"] == 5 and r.json()["leftovers"] == 0

@@ -245,7 +245,7 @@ def test_cli_decode_torch(vdna, odd_dir):
     assert r.code == 0, r.stderr
     out = r.json()
     assert out["added_images"] == 6 and len(out["failed"]) == 4
-    assert "skipped 4 unreadable image(s)" in r.stderr
+    assert "skipped 4 unreadable images" in r.stderr
     meta = vdna("show", "odd", "--json").json()
     assert meta["preprocessing"]["decoder"] == "torchvision-cpu"
 

@@ -17,7 +17,7 @@ from vdnacli.distances import (
     weighted,
 )
 from vdnacli.dna import DNA, Gaussian, merge, new_meta
-from vdnacli.errors import ConfigError, IncompatibleDNAError
+from vdnacli.errors import ConfigError, IncompatibleDNAError, NotFoundError
 
 LAYERS = {"stage1": 6, "head": 10}
 PRE = {"crop": "center", "resize": "pil-bicubic-antialias", "size": 224, "mean": [0.5] * 3, "std": [0.5] * 3}
@@ -173,17 +173,17 @@ def test_make_selection_layers_and_neurons():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, error",
     [
-        {"only_layers": ["nope"]},
-        {"neurons": {"nope": [0]}},
-        {"neurons": {"head": [10]}},  # head has 10 neurons: 0..9
-        {"neurons": {"head": [-1]}},
-        {"neurons": {"stage1": []}},
+        ({"only_layers": ["nope"]}, NotFoundError),  # a layer name that matches nothing (exit 3)
+        ({"neurons": {"nope": [0]}}, NotFoundError),
+        ({"neurons": {"head": [10]}}, ConfigError),  # head has 10 neurons: 0..9
+        ({"neurons": {"head": [-1]}}, ConfigError),
+        ({"neurons": {"stage1": []}}, ConfigError),
     ],
 )
-def test_make_selection_errors(kwargs):
-    with pytest.raises(ConfigError):
+def test_make_selection_errors(kwargs, error):
+    with pytest.raises(error):
         make_selection(LAYERS, **kwargs)
 
 

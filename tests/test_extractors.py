@@ -277,9 +277,9 @@ def test_cli_extractors_and_offline_add(offline_hub, sample_dirs, vdna):
     assert items["mugs-vit-s16"]["ranges_source"] == "none" and items["clip-vit-b16"]["dtype"] == "fp16"
 
     r = vdna("add", "big", sample_dirs["faces-a"], "--extractor", "mugs-vit-l16", "--offline", env=env)
-    assert r.code == 1 and r.stderr.count("\n") == 1 and "Mugs/mugs_vit_large/weights.pth" in r.stderr
+    assert r.code == 6 and r.stderr.count("\n") == 1 and "Mugs/mugs_vit_large/weights.pth" in r.stderr
     r = vdna("add", "r", sample_dirs["faces-a"], "--extractor", "rand-resnet50", "--offline", env=env)
-    assert r.code == 1 and r.stderr.count("\n") == 1 and "Random/rand_resnet50/weights.pth" in r.stderr
+    assert r.code == 6 and r.stderr.count("\n") == 1 and "Random/rand_resnet50/weights.pth" in r.stderr
 
     r = vdna("add", "m", sample_dirs["faces-a"], "-e", "mugs-vit-b16", "--offline", "--limit", "6", "--crop", "none",
              "--kind", "gauss,layer-gauss", "--json", env=env)

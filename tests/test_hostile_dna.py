@@ -247,7 +247,7 @@ def test_cli_on_a_registry_of_forgeries(hostile, vdna):
     assert r.code == 0, r.stderr
     for name in ("external-link", "huge-declared-shape", "meta-layers-int", "text-file", "unknown-filter"):
         r = vdna("compare", "good-a", name, env=env)
-        assert r.code == 1 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.code == 5 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "internal error" not in r.stderr
     for n, sha in good.items():
         assert file_sha(cat.registry.entries_dir / f"{n}.h5") == sha
@@ -352,7 +352,7 @@ def test_import_of_hostile_pairs_changes_nothing(vdna, seeded_registry, tmp_path
     # one CLI run per kind of damage that reaches a different check; the rest through the same library call
     for name in ("pickled-object", "huge-header", "oversized", "nan-gaussian", "missing-key"):
         r = vdna("import", tmp_path / name)
-        assert r.code == 1, (name, r.stdout, r.stderr)
+        assert r.code == 5, (name, r.stdout, r.stderr)  # integrity (docs/cli.md)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "internal error" not in lines[0], (name, lines)
     from vdnacli.interop import import_upstream

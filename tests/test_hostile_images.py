@@ -343,12 +343,12 @@ def test_cli_add_skips_and_lists_hostile_files(vdna, tmp_path, registry_dir):
     failed = {f["image"]: f["reason"] for f in rep["failed"]}
     assert set(failed) == set(BAD)
     assert all(reason in failed[n] for n, reason in BAD.items())
-    assert f"skipped {len(BAD)} unreadable image(s): [/bold]caf\\xe9.png (not an image" in r.stderr
+    assert f"skipped {len(BAD)} unreadable images: [/bold]caf\\xe9.png (not an image" in r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr
 
     before = sorted(p.name for p in (registry_dir / "entries").iterdir())
     r = vdna("add", "strict", folder, "--strict")
-    assert r.code == 1
+    assert r.code == 5  # an undecodable image under --strict: integrity (docs/cli.md)
     lines = r.stderr.strip().splitlines()
     assert lines == ["error: [/bold]caf\\xe9.png: not an image (unknown or unsupported format)"]
     assert sorted(p.name for p in (registry_dir / "entries").iterdir()) == before == ["hostile.h5"]

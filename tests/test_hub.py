@@ -600,16 +600,16 @@ def test_cli_push_and_pull(hub, tmp_path, vdna, registry_dir):
     assert "from dataset me/cli" in r.stdout and "the cache" in r.stdout
     assert hub.requests == []
 
-    # errors: one line, exit 1, the next step named
+    # errors: one line, the exit code of their class (docs/cli.md), the next step named
     r = vdna("pull", "me/missing", env={"HF_HUB_OFFLINE": "0"})
-    assert r.code == 1 and r.stderr.strip().splitlines()[-1].startswith("error: no dataset repo 'me/missing'")
+    assert r.code == 3 and r.stderr.strip().splitlines()[-1].startswith("error: no dataset repo 'me/missing'")
     assert "Traceback" not in r.stderr
     r = vdna("pull", "me/missing", "--offline")
-    assert r.code == 1 and "run 'vdna pull me/missing' once with network access" in r.stderr
+    assert r.code == 6 and "run 'vdna pull me/missing' once with network access" in r.stderr
     r = vdna("push", "syn", env={"HF_HUB_OFFLINE": "0"})
     assert r.code == 1 and "give the repo id" in r.stderr
     r = vdna("push", "syn", "me/cli")  # the fixture's HF_HUB_OFFLINE=1
-    assert r.code == 1 and "pushing needs the network" in r.stderr
+    assert r.code == 6 and "pushing needs the network" in r.stderr
 
 
 @pytest.mark.slow

@@ -63,7 +63,9 @@ def test_compare_two_folders_equals_the_registered_entries(cli, entries, sample_
 def test_a_folder_against_an_entry_uses_the_entrys_settings_and_save_keeps_it(cli, entries, sample_dirs):
     want = entries.compare("fa", "da").distance
     r = cli("compare", "fa", sample_dirs["digits-a"], "--limit", N, "--save", "da-again", "--quiet")
-    assert r.stdout.startswith(f"emd distance between fa and {sample_dirs['digits-a']}: {want:.4f} ")
+    from vdnacli.cli.output import fmt_sig  # tables and headlines: 4 significant digits (docs/cli.md)
+
+    assert r.stdout.startswith(f"emd distance between fa and {sample_dirs['digits-a']}: {fmt_sig(want)} ")
     assert r.stderr == "", "--quiet: no progress and no notes"
     assert names(cli) == ["da", "da-again", "fa"]
     assert entries.compare("da-again", "da").distance == 0

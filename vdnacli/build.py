@@ -88,7 +88,7 @@ def add(catalog: Catalog, req: AddRequest, progress: Progress | None = None) -> 
         existing = catalog.get(req.name, shards=True)
         settings, given_ranges = _append_settings(req.name, existing, req.settings)
     elif not req.replace and req.name in catalog.registry:
-        raise EntryExistsError(req.name)
+        raise EntryExistsError(req.name, append=True)
     options = dataclasses.replace(req.source_options, offline=True) if req.offline else req.source_options
     source = whole = open_source(req.source, options).select(req.limit, req.seed)  # checked before loading a network
     rank = distributed.current()  # under torchrun: this process's shard, summed across ranks below

@@ -12,9 +12,20 @@ from vdnacli import dna as dna_mod
 from vdnacli import shards as shards_mod
 from vdnacli.distances import METRICS, Comparison, compare, make_selection
 from vdnacli.dna import DNA
-from vdnacli.errors import FormatError, IncompatibleDNAError
+from vdnacli.errors import FormatError, IncompatibleDNAError, not_found
 from vdnacli.integrity import meta_problem, refuse_insane
 from vdnacli.sketch import sketch_dna_hist
+
+
+def missing_kind(name: str, held: list[str], kind: str) -> IncompatibleDNAError:
+    """"'a' holds hist, not gauss: ..." naming the metric that needs it and the ones that fit."""
+    needs = [m for m, k in METRICS.items() if k == kind]
+    fits = [m for m, k in METRICS.items() if k in held]
+    what = f"--metric {' / '.join(needs)} needs" if needs else "this needs"
+    instead = f"use --metric {' or '.join(fits)}, or " if fits else ""
+    return IncompatibleDNAError(f"'{name}' holds {', '.join(held) or 'no distributions'}, not {kind} ({what} {kind}): "
+                                f"{instead}recompute it with 'vdna add {name} SOURCE --kind {','.join(held + [kind])} "
+                                f"--replace'")
 
 
 @dataclass
@@ -50,11 +61,24 @@ class Catalog:
         meta["name"] = name
         self.masks.put(name, meta, arrays, replace=replace)
 
+    def _mask_exists(self, name: str) -> None:
+        if name not in self.masks:
+            raise not_found("mask", name, self.masks.names(), see="see 'vdna mask list'")
+
     def get_mask(self, name: str):
         from vdnacli.masks import Mask
 
+        self._mask_exists(name)
         meta, arrays = self.masks.read(name)
         return Mask.from_entry(meta, arrays)
+
+    def mask_meta(self, name: str) -> dict:
+        self._mask_exists(name)
+        return self.masks.meta(name)
+
+    def remove_mask(self, name: str) -> None:
+        self._mask_exists(name)
+        self.masks.remove(name)
 
     @property
     def root(self) -> Path:
@@ -108,6 +132,9 @@ class Catalog:
         keys = None
         if kinds is not None or layers is not None:
             kinds = kinds if kinds is not None else list(meta.get("kinds", []))
+            missing = [k for k in kinds if k not in meta.get("kinds", [])]
+            if missing:
+                raise missing_kind(name, list(meta.get("kinds", [])), missing[0])
             keys = []
             have = [k for k in meta.get("kinds", []) if k in kinds]
             chosen = [layer for layer, _ in meta.get("layers", []) if layers is None or layer in layers]

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, check_compatible
-from vdnacli.errors import ConfigError, IncompatibleDNAError
+from vdnacli.errors import ConfigError, IncompatibleDNAError, NotFoundError, not_found
 
 METRICS = {"emd": "hist", "nfd": "gauss", "fd": "layer-gauss"}
 
@@ -75,6 +75,11 @@ def _marginals(g: LayerGaussian, idx) -> Gaussian:
 Selection = Mapping[str, np.ndarray | None]  # layer -> neuron indices (None = all)
 
 
+def unknown_layer(layer: str, layers) -> NotFoundError:
+    """'no layer X (did you mean ...?)', or the layers to choose from when none is close."""
+    return not_found("layer", layer, list(layers), limit=64)
+
+
 def make_selection(layers: Mapping[str, int], only_layers=None, neurons=None) -> dict[str, np.ndarray | None]:
     """Validate a selection by layer names and/or {layer: indices}."""
     chosen: dict[str, np.ndarray | None] = {}
@@ -85,7 +90,7 @@ def make_selection(layers: Mapping[str, int], only_layers=None, neurons=None) ->
         names = list(layers)
     for layer in names:
         if layer not in layers:
-            raise ConfigError(f"unknown layer '{layer}'; layers are: {', '.join(layers)}")
+            raise unknown_layer(layer, layers)
         idx = None
         if neurons and layer in neurons and neurons[layer] is not None:
             idx = np.unique(np.asarray(neurons[layer], dtype=np.int64))

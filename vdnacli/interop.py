@@ -21,7 +21,7 @@ import numpy as np
 
 from vdnacli import __version__
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, new_meta, ranges_record
-from vdnacli.errors import ConfigError, FormatError, SourceError
+from vdnacli.errors import ConfigError, FormatError, SourceNotFoundError
 from vdnacli.extractors.identity import UPSTREAM_NAMES as UPSTREAM_EXTRACTORS  # re-export: vdna 0.1.1 name -> ours
 
 MAX_ARRAY_BYTES = 2 << 30  # refuse arrays that would not fit a sane DNA
@@ -213,7 +213,7 @@ def read_pair(path: Path) -> tuple[dict, dict[str, np.ndarray], Path, Path]:
     jpath, npath = pair_paths(path)
     for p in (jpath, npath):
         if not p.is_file():
-            raise SourceError(f"missing {p} (a vdna 0.1.1 DNA is a <stem>.json + <stem>.npz pair)")
+            raise SourceNotFoundError(f"missing {p} (a vdna 0.1.1 DNA is a <stem>.json + <stem>.npz pair)")
     try:
         if jpath.stat().st_size > MAX_JSON_BYTES:
             raise FormatError(f"{jpath.name} is too large for DNA metadata")

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from vdnacli import __version__
-from vdnacli.distances import METRICS, neuron_distances
+from vdnacli.distances import METRICS, neuron_distances, unknown_layer
 from vdnacli.dna import DNA, merge
 from vdnacli.errors import ConfigError, IncompatibleDNAError, VdnaError
 
@@ -112,7 +112,7 @@ def create_focus_mask(with_dnas: list[DNA], without_dnas: list[DNA], top: int, m
     pool = [l for l in layers if not only_layers or l in only_layers]
     for l in only_layers or []:
         if l not in layers:
-            raise ConfigError(f"unknown layer '{l}'; layers are: {', '.join(layers)}")
+            raise unknown_layer(l, layers)
     total = sum(layers[l] for l in pool)
     if not 1 <= top <= total:
         raise ConfigError(f"--top must be between 1 and {total} (neurons available)")

@@ -68,7 +68,7 @@ def operand(catalog, text: str) -> Operand:
         return Operand(text)
     if not catalog.registry.exists:
         raise RegistryNotFoundError(str(catalog.registry.root))
-    raise EntryNotFoundError(text, str(catalog.registry.root))
+    raise EntryNotFoundError(text, str(catalog.registry.root), catalog.names())
 
 
 def operands(catalog, texts: list[str]) -> list[Operand]:

@@ -12,6 +12,7 @@ import numpy as np
 from vdnacli import decode_torch
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, images_digest, new_meta, ranges_record
 from vdnacli.errors import ConfigError, ExtractorError, ImageDecodeError, SourceError, VdnaError
+from vdnacli.text import plural
 from vdnacli.extractors.loaded import Extractor, default_ranges
 from vdnacli.preprocess import ImageRecipe
 from vdnacli.ranges import ActivationRanges
@@ -622,12 +623,12 @@ def compute_dna(
 def _nothing_usable(report: ComputeReport, total: int) -> str:
     """Why a run counted no image, true to what happened."""
     if report.duplicates and not report.failed:
-        return "every image is already counted in this DNA; nothing to add"
+        return f"every image is already counted in this DNA ({plural(report.duplicates, 'image')}); nothing to add"
     reasons = "; ".join(f"{n}: {r}" for n, r in report.failed[:3])
     if report.duplicates:
-        return (f"no new valid image: {report.duplicates} of {total} already counted, {len(report.failed)} "
-                f"unusable ({reasons})")
-    return f"no valid image among {total} file(s) ({reasons})"
+        return (f"none new among {plural(total, 'file')}: {report.duplicates} already counted, "
+                f"{len(report.failed)} unreadable ({reasons})")
+    return f"no valid image among {plural(total, 'file')} ({reasons})"
 
 
 def calibrate(

@@ -34,7 +34,7 @@ from registry import RegistryError
 from vdnacli import __version__
 from vdnacli.clustering import leaf_order
 from vdnacli.distances import make_selection
-from vdnacli.errors import ConfigError, VdnaError
+from vdnacli.errors import ConfigError, NotFoundError, VdnaError, did_you_mean
 from vdnacli.integrity import meta_problem
 
 NEAREST = 5
@@ -115,7 +115,7 @@ def select_names(all_names: Sequence[str], patterns: Sequence[str] | None) -> li
     for p in patterns:
         hits = fnmatch.filter(all_names, p)
         if not hits:
-            raise ConfigError(f"no entry matches '{p}' (see 'vdna list')")
+            raise NotFoundError(f"no entry matches '{p}'{did_you_mean(p, all_names)}; see 'vdna list'")
         chosen.update(hits)
     return sorted(chosen)
 

@@ -198,7 +198,7 @@ def _search(catalog, listing, name, top, layers, neurons, candidates, stats, wei
         except RegistryError:
             try:
                 d = catalog.get(n, ["hist"])
-            except (FormatError, RegistryError):  # a damaged or forged entry: skipped, not fatal
+            except (FormatError, RegistryError, IncompatibleDNAError):  # damaged, forged or without hist: skipped
                 return None
             meta, (m, q) = d.meta, sketch_dna_hist(d.hist)
         if np.shape(m) != (n_neurons,):

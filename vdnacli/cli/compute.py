@@ -13,6 +13,7 @@ from vdnacli.cli.options import (BinningOpt, ColumnOpt, CropOpt, DecodeOpt, Ever
 from vdnacli.errors import ConfigError
 from vdnacli.cli.output import Output
 from vdnacli.cli.progress import progress_bar
+from vdnacli.text import plural
 
 
 def add_cmd(
@@ -128,13 +129,13 @@ def add_cmd(
                        "duplicates_skipped": report.duplicates, "failed": failed,
                        "seconds": round(report.seconds, 3), "images_per_second": round(report.images_per_second, 2)})
     else:
-        out.print(f"added {name}: {report.images} images ({dna.num_images} in DNA), {', '.join(dna.kinds)}, "
+        out.print(f"added {name}: {plural(report.images, 'image')} ({dna.num_images} in DNA), {', '.join(dna.kinds)}, "
                   f"{dna.meta['extractor']}, {report.images_per_second:.1f} img/s")
     if report.failed:
-        out.warn(f"skipped {len(report.failed)} unreadable image(s): "
+        out.warn(f"skipped {plural(len(report.failed), 'unreadable image')}: "
                  + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]) + (" …" if len(report.failed) > 5 else ""))
     if report.duplicates:
-        out.note(f"skipped {report.duplicates} image(s) already counted")
+        out.note(f"skipped {plural(report.duplicates, 'image')} already counted")
 
 
 def merge_cmd(
@@ -159,7 +160,7 @@ def merge_cmd(
     if json:
         out.emit_json({"name": new, "num_images": dna.num_images, "parts": names})
     else:
-        out.print(f"merged {', '.join(names)} into {new}: {dna.num_images} images")
+        out.print(f"merged {', '.join(names)} into {new}: {plural(dna.num_images, 'image')}")
 
 
 def calibrate_cmd(
@@ -200,7 +201,7 @@ def calibrate_cmd(
     if json:
         out.emit_json({"extractor": extractor, "out": str(out_path), "images": report.images, "sha256": ranges.sha256()})
     else:
-        out.print(f"wrote {out_path}: {report.images} images, sha256 {ranges.sha256()[:12]}")
+        out.print(f"wrote {out_path}: {plural(report.images, 'image')}, sha256 {ranges.sha256()[:12]}")
 
 
 def demo_cmd(
@@ -225,7 +226,7 @@ def demo_cmd(
     out.note(f"registry: {cat.root}")
 
     def on_entry(name, report):
-        out.note(f"  added {name}: {report.images} images, {report.images_per_second:.1f} img/s")
+        out.note(f"  added {name}: {plural(report.images, 'image')}, {report.images_per_second:.1f} img/s")
 
     with progress_bar(not quiet and not json, "demo") as update:
         res = run_demo(cat, per_half=per_half, device=s.device, workers=s.workers, on_entry=on_entry, progress=update)

@@ -10,6 +10,7 @@ import typer
 from vdnacli.cli.common import open_catalog
 from vdnacli.cli.options import JsonOpt, QuietOpt, RegistryOpt
 from vdnacli.cli.output import Output, human_bytes
+from vdnacli.text import plural
 
 
 def list_cmd(registry: RegistryOpt = None, json: JsonOpt = False):
@@ -27,7 +28,7 @@ def list_cmd(registry: RegistryOpt = None, json: JsonOpt = False):
         out.note(f"registry {cat.root} is empty; try 'vdna add NAME FOLDER' or 'vdna demo'")
         return
     out.table(
-        f"{len(rows)} DNA(s) in {cat.root}",
+        f"{plural(len(rows), 'DNA')} in {cat.root}",
         ["name", "extractor", "kinds", "images", "bins", "size", "created"],
         [[r.name, r.extractor, ",".join(r.kinds), r.num_images, r.bins, human_bytes(r.size_bytes),
           (r.created or "")[:19] if not r.problem else f"BROKEN: {r.problem}"] for r in rows],
@@ -145,7 +146,7 @@ def import_cmd(
     if json:
         out.emit_json({"name": name, "extractor": dna.meta["extractor"], "kinds": dna.kinds, "num_images": dna.num_images})
     else:
-        out.print(f"imported {name}: {dna.meta['extractor']}, {dna.num_images} images, {', '.join(dna.kinds)}")
+        out.print(f"imported {name}: {dna.meta['extractor']}, {plural(dna.num_images, 'image')}, {', '.join(dna.kinds)}")
 
 
 def export_cmd(
@@ -203,19 +204,22 @@ def verify_cmd(
     registry: RegistryOpt = None,
     json: JsonOpt = False,
 ):
-    """Check every entry's checksums, shapes and values; exit 1 if any is damaged.
+    """Check every entry's checksums, shapes and values; exit 1 if any is damaged (2 or more: an error).
 
     Example: vdna verify --repair
     """
+    from vdnacli.cli.app import error_exit
     from vdnacli.integrity import verify_catalog
+
+    error_exit(2)  # 1 is the answer "damaged"
 
     report = verify_catalog(open_catalog(registry), repair=repair)
     out = Output(json=json)
     if json:
         out.emit_json(report.as_dict())
     else:
-        out.print(f"{report.entries} entries checked, {len(report.damaged)} damaged, "
-                  f"{len(report.leftovers)} leftover temporary file(s)" + (" removed" if report.removed else ""))
+        out.print(f"{plural(report.entries, 'entry')} checked, {len(report.damaged)} damaged, "
+                  f"{plural(len(report.leftovers), 'leftover temporary file')}" + (" removed" if report.removed else ""))
         for n, p in report.damaged.items():
             out.print(f"  {n}: {'; '.join(p)}")
         if report.leftovers and not repair:

@@ -144,7 +144,7 @@ def show_cmd(name: str, registry: RegistryOpt = None, json: JsonOpt = False):
     import json as _json
 
     cat = open_catalog(registry)
-    meta = cat.masks.meta(name)
+    meta = cat.mask_meta(name)
     out = Output(json=json)
     if json:
         out.emit_json(meta)
@@ -159,7 +159,7 @@ def remove_cmd(name: str, registry: RegistryOpt = None, quiet: QuietOpt = False)
 
     Example: vdna mask remove hats
     """
-    open_catalog(registry).masks.remove(name)
+    open_catalog(registry).remove_mask(name)
     Output(quiet=quiet).note(f"removed mask {name}")
 
 

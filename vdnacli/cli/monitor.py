@@ -9,7 +9,8 @@ import typer
 from vdnacli.cli.common import open_catalog, resolve_focus, settings, split_csv
 from vdnacli.cli.options import (IgnoreOpt, JsonOpt, LayerOpt, MaskOpt, MetricOpt, NeuronOpt, OfflineOpt,
                                  PermutationsOpt, QuietOpt, RegistryOpt, SeedOpt)
-from vdnacli.cli.output import Output
+from vdnacli.cli.output import Output, fmt_sig
+from vdnacli.text import plural
 from vdnacli.cli.uncertainty import render_ci
 
 
@@ -64,12 +65,12 @@ def drift_cmd(
     for note in r.notes:
         out.note(note)
     if r.failed:
-        out.warn(f"skipped {len(r.failed)} unreadable image(s): " + "; ".join(f"{n} ({why})" for n, why in r.failed[:5]))
+        out.warn(f"skipped {plural(len(r.failed), 'unreadable image')}: " + "; ".join(f"{n} ({why})" for n, why in r.failed[:5]))
     if json:
         out.emit_json(r.as_dict())
     else:
-        out.print(f"{'DRIFT' if r.drift else 'no drift'}: {r.source} ({r.images} images) against {reference} — {r.reason}")
-        out.print(f"{r.result.metric} distance: {r.result.overall.distance:.4f}")
+        out.print(f"{'DRIFT' if r.drift else 'no drift'}: {r.source} ({plural(r.images, 'image')}) against {reference} — {r.reason}")
+        out.print(f"{r.result.metric} distance: {fmt_sig(r.result.overall.distance)}")
         render_ci(out, r.result, top=10)
         if r.saved:
             out.note(f"registered the batch as {r.saved}")

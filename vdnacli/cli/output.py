@@ -32,14 +32,19 @@ class Output:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
 
     def table(self, title: str | None, columns: list[str], rows: list[list], numeric: set[int] | None = None) -> None:
-        plain = not self.out.is_terminal or _no_color()
-        t = Table(title=title, show_lines=False, title_justify="left", box=None if plain else HEAVY_HEAD,
-                  pad_edge=False)
+        """Rows under a header; floats to SIG_DIGITS significant digits, with one number of decimals
+        per column (`column_formats`). Piped (not a terminal): plain text, no trailing spaces."""
         numeric = numeric or set()
+        cells = format_columns(rows, len(columns))
+        if not self.out.is_terminal:
+            _plain_table(title, columns, cells, numeric)
+            return
+        t = Table(title=title, show_lines=False, title_justify="left", box=None if _no_color() else HEAVY_HEAD,
+                  pad_edge=False)
         for i, c in enumerate(columns):
             t.add_column(c, justify="right" if i in numeric else "left")
-        for r in rows:
-            t.add_row(*[fmt(v) for v in r])
+        for r in cells:
+            t.add_row(*r)
         self.out.print(t)
 
     def print(self, text: str) -> None:
@@ -53,14 +58,68 @@ class Output:
         self.err.print(f"warning: {text}")
 
 
-def fmt(v) -> str:
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "—"
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:.2f}"
+SIG_DIGITS = 4
+MAX_DECIMALS = 7  # smaller columns (and values that would show as 0) are written as 1.234e-09
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, float) or type(v).__name__ in ("float32", "float64", "float16")
+
+
+def _decimals(values: list[float], sig: int = SIG_DIGITS) -> int:
+    """Decimals that give the column's largest finite magnitude `sig` significant digits."""
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    if not finite:
+        return 1
+    top = max(finite)
+    decimals = max(0, sig - 1 - math.floor(math.log10(top)))
+    if decimals and abs(float(f"{top:.{decimals}f}")) >= 10 ** (sig - decimals):  # 0.99999 rounds up to 1.000
+        decimals -= 1
+    return min(decimals, MAX_DECIMALS)
+
+
+def fmt_sig(v, decimals: int | None = None) -> str:
+    """One number as tables show it: SIG_DIGITS significant digits (or `decimals` fixed);
+    None and NaN are "—"; a nonzero value that would round to 0 keeps its significant digits."""
     if v is None:
         return "—"
-    return str(v)
+    if not _is_float(v):
+        return str(v)
+    v = float(v)
+    if math.isnan(v):
+        return "—"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if decimals is None:
+        decimals = _decimals([v])
+    text = f"{v:.{decimals}f}"
+    if v != 0 and (float(text) == 0 or abs(v) >= 1e12):
+        return f"{v:.{SIG_DIGITS - 1}e}"
+    return text
+
+
+def format_columns(rows: list[list], width: int) -> list[list[str]]:
+    """Cells as text: each column's floats share one number of decimals (its largest value to
+    SIG_DIGITS significant digits), so a column never mixes precisions."""
+    decimals = []
+    for i in range(width):
+        decimals.append(_decimals([float(r[i]) for r in rows if i < len(r) and _is_float(r[i])]))
+    return [[fmt_sig(v, decimals[i]) for i, v in enumerate(r)] for r in rows]
+
+
+def fmt(v) -> str:
+    return fmt_sig(v)
+
+
+def _plain_table(title: str | None, columns: list[str], cells: list[list[str]], numeric: set[int]) -> None:
+    """The table for pipes and files: two spaces between columns, numbers right-aligned, no
+    padding after the last cell of a line, no box characters."""
+    widths = [max([len(c)] + [len(r[i]) for r in cells if i < len(r)]) for i, c in enumerate(columns)]
+    lines = [title] if title else []
+    for row in [columns, *cells]:
+        parts = [(str(v).rjust(w) if i in numeric else str(v).ljust(w)) for i, (v, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(parts).rstrip())
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def bar(value: float, vmax: float, width: int = 20) -> str:

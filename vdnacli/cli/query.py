@@ -12,13 +12,14 @@ from vdnacli.cli.common import open_catalog, resolve_focus, split_csv
 from vdnacli.cli.options import (CIOpt, DeviceOpt, ExtractorOpt, IgnoreOpt, JsonOpt, LayerOpt, LikeOpt, LimitOpt,
                                  MaskOpt, MetricOpt, NeuronOpt, OfflineOpt, PermutationsOpt, PlotOpt, QuietOpt,
                                  RegistryOpt, SaveOpt, SeedOpt, SheetOpt, WorkersOpt)
-from vdnacli.cli.output import Output, bar
+from vdnacli.cli.output import Output, bar, fmt_sig
 from vdnacli.cli.progress import progress_bar
+from vdnacli.text import plural
 from vdnacli.cli.uncertainty import NO_INTERVAL, render_ci
 
 
 def render_comparison(out: Output, c, top: int) -> None:
-    out.print(f"{c.metric} distance between {c.a} and {c.b}: {c.distance:.4f}"
+    out.print(f"{c.metric} distance between {c.a} and {c.b}: {fmt_sig(c.distance)}"
               + {"emd": " (bin units, mean over neurons)", "fd": " (Fréchet per layer, mean over layers)"}.get(
                   c.metric, " (mean over neurons)"))
     vmax = max(c.per_layer.values(), default=0.0)
@@ -119,7 +120,7 @@ def compare_cmd(
         out.emit_json(data)
         return
     if r is not None:
-        out.print(f"{c.metric} distance between {c.a} and {c.b}: {c.distance:.4f}"
+        out.print(f"{c.metric} distance between {c.a} and {c.b}: {fmt_sig(c.distance)}"
                   + {"emd": " (bin units, mean over neurons)", "fd": " (Fréchet per layer, mean over layers)"}.get(
                       c.metric, " (mean over neurons)"))
         render_ci(out, r, top)
@@ -183,7 +184,7 @@ def nearest_cmd(
     ranked, skipped = oneoff.nearest(cat, query, top, metric, lay, neu, exact=exact, weights=w,
                                      saved=computed.saved if computed else None)
     if skipped:
-        out.note(f"skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} not comparable with {name} "
+        out.note(f"skipped {plural(len(skipped), 'entry')} not comparable with {name} "
                  f"(other extractor, settings or kind): {', '.join(skipped[:5])}")
     if ci:
         _render_ranked_ci(out, name, metric, cat.rank_ci(query, ranked, metric, lay, neu, w), json)
@@ -266,7 +267,11 @@ def rank_transfer_cmd(
     sources: Annotated[Optional[list[str]], typer.Option("--sources", help="Candidate sources, comma-separated (default: all others).")] = None,
     layer: LayerOpt = None,
     metric: MetricOpt = "emd",
-    reference: Annotated[Optional[Path], typer.Option("--reference", help="CSV of observed transfer scores: source,<target1>,...")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="CSV of observed transfer scores: header "
+                                                      "source,<target1>,..., one row per source. Higher is better "
+                                                      "(accuracy, mIoU) unless --lower-is-better.")] = None,
+    lower_is_better: Annotated[bool, typer.Option("--lower-is-better", help="The --reference scores are errors or "
+                                                  "losses: the lowest is the best transfer.")] = False,
     mask: MaskOpt = None,
     ignore: IgnoreOpt = None,
     registry: RegistryOpt = None,
@@ -275,9 +280,10 @@ def rank_transfer_cmd(
     """Rank candidate source datasets for each target by DNA distance (paper sec. 5.5).
 
     Uses the extractor's last layer unless --layer is given. With --reference, also
-    scores the ranking: discrepancy d (Eq. 8) and Spearman's rho. Every target weighs the
-    same in d (its mean over ranks first, then the mean over targets), also when some of its
-    reference cells are empty.
+    scores the ranking: discrepancy d (Eq. 8) and Spearman's rho (+1: the closest source
+    transferred best). Every target weighs the same in d (its mean over ranks first, then the
+    mean over targets), also when some of its reference cells are empty. Every name given
+    (targets, sources, the reference's rows and columns) must be an entry.
 
     Example: vdna rank-transfer --target mydata --sources a,b,c --reference miou.csv
     """
@@ -285,12 +291,21 @@ def rank_transfer_cmd(
 
     cat = open_catalog(registry)
     layers = split_csv(layer)
+    transfer.check_names(target, cat.names(), "--target")
     lay, neu, w = resolve_focus(cat, mask, ignore, layers, None, cat.registry.meta(target[0]))
     if mask or ignore:
         layers = lay or [l for l in neu]
-    rankings = transfer.rank(cat, target, split_csv(sources), lay, metric, neu, w)
-    ev = transfer.evaluate(rankings, transfer.read_reference(reference)) if reference else None
     out = Output(json=json)
+    ref = transfer.read_reference(reference) if reference else None  # a bad file fails before any work
+    skipped: dict[str, list[str]] = {}
+    rankings = transfer.rank(cat, target, split_csv(sources), lay, metric, neu, w, skipped=skipped)
+    for t, left_out in skipped.items():
+        out.note(f"{t}: left out {plural(len(left_out), 'entry')} not comparable with it "
+                 f"(other extractor, bins or kind): {', '.join(left_out[:5])}")
+    ev = None
+    if ref is not None:
+        transfer.check_reference(ref, rankings, cat.names(), reference.name)
+        ev = transfer.evaluate(rankings, ref, higher_is_better=not lower_is_better)
     if json:
         out.emit_json({
             "rankings": {t: [{"name": n, "distance": d} for n, d in r] for t, r in rankings.items()},
@@ -299,6 +314,7 @@ def rank_transfer_cmd(
             "per_target": ev.per_target if ev else None,
             "layers": layers or "last",
             "metric": metric,
+            "higher_is_better": not lower_is_better if ev else None,
         })
         return
     for t, r in rankings.items():
@@ -307,8 +323,10 @@ def rank_transfer_cmd(
         out.table(f"sources for {t} — {metric} on {used}, closest first", ["#", "source", "distance", ""],
                   [[i + 1, n, d, bar(d, vmax)] for i, (n, d) in enumerate(r)], numeric={0, 2})
     if ev:
-        out.print(f"against {reference.name}: discrepancy d = {ev.discrepancy if ev.discrepancy is not None else '—'}"
-                  f", Spearman rho = {ev.spearman if ev.spearman is not None else '—'}")
+        better = "lower" if lower_is_better else "higher"
+        out.print(f"against {reference.name} ({better} is better): discrepancy d = {fmt_sig(ev.discrepancy)}, "
+                  f"Spearman rho = {fmt_sig(ev.spearman)}"
+                  + ("" if ev.spearman is not None else " (needs two sources with distinct scores)"))
 
 
 def _write_sheet(out: Output, sheet, scores, source: Path, title: str) -> None:
@@ -381,7 +399,7 @@ def score_cmd(
                                       run=Run(batch_size=16, workers=s.workers, progress=update), weights_per_neuron=w)
     out = Output(json=json, quiet=quiet)
     if report.failed:
-        out.warn(f"skipped {len(report.failed)} unreadable image(s): " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
+        out.warn(f"skipped {plural(len(report.failed), 'unreadable image')}: " + "; ".join(f"{n} ({r})" for n, r in report.failed[:5]))
     if sheet:
         _write_sheet(out, sheet, scores, source, f"{source.name} scored against {against}")
     _render_scores(out, f"images of {source.name} by EMD to {against} (closest first)", scores, top, bottom, json)
@@ -433,7 +451,7 @@ def similar_cmd(
                                         weights_per_neuron=w)
     out = Output(json=json, quiet=quiet)
     if report.failed:
-        out.warn(f"skipped {len(report.failed)} unreadable image(s)")
+        out.warn(f"skipped {plural(len(report.failed), 'unreadable image')}")
     if sheet:
         _write_sheet(out, sheet, scores, source, f"{source.name} by similarity to {image.name}")
     _render_scores(out, f"images of {source.name} closest to {image.name}", scores, top, bottom, json)

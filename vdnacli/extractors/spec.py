@@ -7,11 +7,10 @@ register specs at import; `timm:<model>` specs are created on demand by a factor
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable
 
-from vdnacli.errors import ExtractorError
+from vdnacli.errors import ExtractorError, UnknownExtractorError, did_you_mean
 
 WEIGHT_KINDS = ("package", "hf", "url", "generated")
 
@@ -119,11 +118,8 @@ def get_spec(name: str) -> ExtractorSpec:
             spec = factory(name)
             _REGISTRY.setdefault(spec.name, spec)
             return _REGISTRY[spec.name]
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ExtractorError(
-        f"unknown extractor '{name}'.{hint} Run 'vdna extractors' to list them, or use timm:<model_name>."
-    )
+    raise UnknownExtractorError(f"unknown extractor '{name}'{did_you_mean(name, _REGISTRY)}; run 'vdna extractors' to "
+                                "list them, or use timm:<model_name>")
 
 
 def all_specs() -> list[ExtractorSpec]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 
-from vdnacli.errors import ExtractorError
+from vdnacli.errors import ExtractorError, UnknownExtractorError
 from vdnacli.extractors.spec import ExtractorSpec, WeightsSource, register_factory
 
 PREFIX = "timm:"
@@ -24,7 +24,7 @@ def _unknown(model_name: str) -> ExtractorError:
 
     close = difflib.get_close_matches(model_name.split(".")[0], timm.list_models(), n=1)
     hint = f" Did you mean 'timm:{close[0]}'?" if close else ""
-    return ExtractorError(f"unknown timm model '{model_name}'.{hint} "
+    return UnknownExtractorError(f"unknown timm model '{model_name}'.{hint} "
                           "List them with: python -c 'import timm; print(timm.list_pretrained())'")
 
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vdnacli.env import hf_cache_dir, is_offline  # noqa: F401  (is_offline: also used by extractors.loaded)
-from vdnacli.errors import ExtractorError
+from vdnacli.errors import ExtractorError, WeightsUnavailableError
 from vdnacli.extractors.spec import ExtractorSpec, HubFile, WeightsSource
 
 
@@ -84,7 +84,7 @@ def hf_file(repo: str, filenames: tuple[str, ...] | list[str], revision: str | N
         if hit is not None:
             return hit
     if is_offline(offline):
-        raise ExtractorError(_offline_hint(repo, filenames[0], what))
+        raise WeightsUnavailableError(_offline_hint(repo, filenames[0], what))
     from huggingface_hub import hf_hub_download
 
     entry_missing, local_missing = _hf_errors()
@@ -93,12 +93,12 @@ def hf_file(repo: str, filenames: tuple[str, ...] | list[str], revision: str | N
         try:
             return Path(hf_hub_download(repo, name, revision=revision, cache_dir=str(hf_cache_dir())))
         except local_missing as e:  # no connection and not cached
-            raise ExtractorError(f"{what}: cannot download {repo}/{name} ({_first_line(e)}); check the "
+            raise WeightsUnavailableError(f"{what}: cannot download {repo}/{name} ({_first_line(e)}); check the "
                                  f"connection, or fetch it elsewhere with 'hf download {repo} {name}'") from None
         except entry_missing as e:  # this name is not in the repo: try the next one
             last = e
         except Exception as e:  # noqa: BLE001  (HTTP, auth, repo errors: all user-facing)
-            raise ExtractorError(f"{what}: cannot download {repo}/{name}: {_first_line(e)}") from None
+            raise WeightsUnavailableError(f"{what}: cannot download {repo}/{name}: {_first_line(e)}") from None
     raise ExtractorError(f"{repo} holds none of {', '.join(filenames)} ({_first_line(last)})")
 
 
@@ -133,7 +133,7 @@ def _url_file(spec: ExtractorSpec, offline: bool) -> Path:
     if path.is_file():
         return path
     if is_offline(offline):
-        raise ExtractorError(
+        raise WeightsUnavailableError(
             f"weights for '{spec.name}' are not in torch.hub's cache and downloading is off (--offline / "
             f"HF_HUB_OFFLINE=1): download {src.location} to {path}, or pass --weights PATH")
     import torch
@@ -142,7 +142,7 @@ def _url_file(spec: ExtractorSpec, offline: bool) -> Path:
     try:
         torch.hub.download_url_to_file(src.location, str(path), hash_prefix=None, progress=True)
     except Exception as e:  # noqa: BLE001
-        raise ExtractorError(f"cannot download {src.location}: {_first_line(e)}; download it to {path} "
+        raise WeightsUnavailableError(f"cannot download {src.location}: {_first_line(e)}; download it to {path} "
                              "yourself, or pass --weights PATH") from None
     return path
 

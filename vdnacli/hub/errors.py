@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from registry import RegistryError
 from registry.errors import InvalidNameError
-from vdnacli.errors import ConfigError, VdnaError
+from vdnacli.errors import ConfigError, IntegrityError, NetworkError, NotFoundError, VdnaError
 
 LOGIN = "set HF_TOKEN or run 'hf auth login'"
 
@@ -18,23 +18,23 @@ class HubError(VdnaError):
     """A pull or push that cannot be done; the message names the next step."""
 
 
-class HubNotFoundError(HubError):
+class HubNotFoundError(HubError, NotFoundError):
     """Repo, revision or DNA files missing."""
 
 
-class HubAuthError(HubError):
+class HubAuthError(HubError, NetworkError):
     """Private or gated repo without a (sufficient) token, or a push without a write token."""
 
 
-class HubOfflineError(HubError):
+class HubOfflineError(HubError, NetworkError):
     """Offline mode without a cached copy, or a push while offline."""
 
 
-class HubNetworkError(HubError):
+class HubNetworkError(HubError, NetworkError):
     """The Hub cannot be reached."""
 
 
-class HubIntegrityError(HubError):
+class HubIntegrityError(HubError, IntegrityError):
     """A downloaded file does not match the Hub's checksum, or the Hub answered a name that is unsafe."""
 
 

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from vdnacli.errors import ConfigError, SourceError
+from vdnacli.errors import ConfigError, SourceError, SourceNotFoundError
 from vdnacli.sources.base import (HANDLES, IMAGE_EXTENSIONS, MAX_FILE_BYTES, FailedRef, FailedUnit, Item, Ref,
                                   Source, SourceOptions, Unit, is_image, is_table, is_tar, is_url, is_video,
                                   printable, public_url)
@@ -109,11 +109,11 @@ def _local_source(spec: str, options: SourceOptions) -> Source:
     elif is_pattern(spec):
         found, missing = resolve_local(spec)
         if not found:
-            raise SourceError(f"nothing matches {label}"
+            raise SourceNotFoundError(f"nothing matches {label}"
                               + (f" ({len(missing)} name(s) expanded, none exists, e.g. {missing[0]})" if missing
                                  else ""))
     else:
-        raise SourceError(f"path does not exist: {spec}")
+        raise SourceNotFoundError(f"path does not exist: {spec}")
     names = [n for n, _ in found]
     single = len(found) == 1 and not is_pattern(spec)
     if all(is_tar(n) for n in names):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from vdnacli.errors import SourceError
+from vdnacli.errors import SourceError, SourceNotFoundError
 from vdnacli.sources.base import (HANDLES, MAX_FILE_BYTES, Item, SourceOptions, Unit, Want, check_regular_file,
                                   is_image, is_url, printable, public_url)
 
@@ -167,7 +167,7 @@ def tar_shards(spec: str, options: SourceOptions) -> tuple[list[TarShard], list[
                             "shards_total": len(shards)}
     found, missing = resolve_local(spec)
     if not found:
-        raise SourceError(f"no tar shard matches {os.path.basename(spec) or spec}"
+        raise SourceNotFoundError(f"no tar shard matches {os.path.basename(spec) or spec}"
                           + (f" ({len(missing)} name(s) expanded, none exists, e.g. {missing[0]})" if missing else ""))
     shards = [TarShard(name, path, options) for name, path in found]
     return shards, missing, {"kind": "tar", "pattern": pattern_name(spec), "shards": _names(shards),
