@@ -289,6 +289,48 @@ def test_every_write_errno_is_one_error_and_nothing_committed(tmp_path, monkeypa
         assert registry_state(reg.root) == before and reg.leftovers() == []
 
 
+WRITE_ERRNOS = [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded"),
+                (errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")]
+
+
+@pytest.mark.parametrize("code,text", WRITE_ERRNOS)
+def test_mask_index_and_export_writes_on_every_errno(tmp_path, monkeypatch, code, text):
+    """The other write paths under the same four errnos: a mask (one error, nothing stored, no
+    temp left), the nearest index (the query still answers, exactly; no temp left), an export
+    (one OutputError, neither file of the pair nor a temp file left)."""
+    from vdnacli.errors import OutputError
+    from vdnacli.interop import export_upstream
+    from vdnacli.masks import Mask
+
+    def failing(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    cat = Catalog(tmp_path / "reg")
+    for i in range(3):
+        cat.put(f"d{i}", synthetic(60 + i, kinds=("hist",)))
+    before = registry_state(cat.root)
+    layers = dict(cat.get("d0").layers)
+    mask = Mask("focus", cat.get("d0").meta["extractor"], None, layers, {l: np.ones(n) for l, n in layers.items()})
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", failing)
+        with pytest.raises(RegistryError, match=f"cannot write entry 'm' in .*: {text}; nothing was stored"):
+            cat.put_mask("m", mask)
+    assert cat.masks.names() == [] and cat.masks.leftovers() == []
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", failing)  # publishing the first index segment
+        got, _ = Catalog(tmp_path / "reg").nearest("d0", top=2)
+    assert registry_state(cat.root) == before and cat.registry.leftovers() == []
+    assert got == Catalog(tmp_path / "reg").nearest("d0", top=2)[0]  # as answered with its index written
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", failing)
+        with pytest.raises(OutputError, match=f"cannot export to .*d0.json and d0.npz: {text}; nothing was written"):
+            export_upstream(cat.get("d0"), out / "d0")
+    assert list(out.iterdir()) == []
+
+
 def upstream_pair(tmp_path: Path, seed: int, stem: str = "up") -> Path:
     from vdnacli.interop import export_upstream
 
@@ -386,6 +428,28 @@ def test_read_only_registry_answers_nearest(vdna, registry_dir):
     with read_only(registry_dir):
         r = vdna("nearest", "d0", "--json")
         assert r.code == 0, r.stderr
+
+
+def test_export_and_pull_into_a_full_or_read_only_folder(tmp_path, vdna, registry_dir, hub):
+    """An export to a full disk or a read-only folder, a pull whose HF cache is read-only: one
+    error line, nothing half-written left there, the registry unchanged."""
+    published(hub, tmp_path, {"big": big_dna(12)}, repo="me/ro")
+    cat = Catalog(registry_dir)
+    cat.put("a", big_dna(13))
+    before = registry_state(registry_dir)
+    with tmpfs(tmp_path / "small", size="1m") as mnt:
+        r = vdna("export", "a", mnt / "a")
+        assert "no space left on device; nothing was written" in one_line_error(r)
+        assert list(mnt.iterdir()) == []
+    ro = tmp_path / "ro"
+    (ro / "hf").mkdir(parents=True)
+    with read_only(ro):
+        r = vdna("export", "a", ro / "a")
+        assert "read-only file system" in one_line_error(r)
+        r = vdna("pull", "me/ro", env={"HF_HOME": str(ro / "hf"), "HF_HUB_OFFLINE": "0"})
+        assert "read-only file system" in one_line_error(r)
+    assert sorted(p.name for p in ro.rglob("*")) == ["hf"]
+    assert registry_state(registry_dir) == before
 
 
 # -- rows 6 and 8: sane numbers, and verify always goes on -------------------------------------------------

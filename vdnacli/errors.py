@@ -31,3 +31,7 @@ class ConfigError(VdnaError):
 
 class MissingExtraError(VdnaError):
     """A command whose optional dependencies are not installed (see vdnacli/extras.py)."""
+
+
+class OutputError(VdnaError):
+    """A file vdna was asked to write outside the registry (an export) that the disk refused."""

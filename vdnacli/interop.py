@@ -21,7 +21,7 @@ import numpy as np
 
 from vdnacli import __version__
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, new_meta, ranges_record
-from vdnacli.errors import ConfigError, FormatError, SourceError
+from vdnacli.errors import ConfigError, FormatError, OutputError, SourceError
 from vdnacli.extractors.identity import UPSTREAM_NAMES as UPSTREAM_EXTRACTORS  # re-export: vdna 0.1.1 name -> ours
 
 MAX_ARRAY_BYTES = 2 << 30  # refuse arrays that would not fit a sane DNA
@@ -94,9 +94,8 @@ def export_upstream(dna: DNA, path: Path, kind: str | None = None, force: bool =
         "neurons_list": layers,
         "vdnacli": ours,
     }
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    _write_exclusive(npath, lambda f: np.savez_compressed(f, **arrays), force)
-    _write_exclusive(jpath, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()), force)
+    _write_pair_files(jpath, npath, [lambda f: np.savez_compressed(f, **arrays),
+                                     lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode())], force)
     return jpath, npath
 
 
@@ -118,35 +117,55 @@ def _export_arrays(dna: DNA, kind: str, layers: dict) -> tuple[dict, dict]:
     return arrays, {}
 
 
-def _write_exclusive(target: Path, write, force: bool) -> None:
-    """Write through a fresh temp file in the target's folder (O_EXCL: never through a planted
-    link), then rename it into place; refuse an existing target unless `force`."""
+def _write_pair_files(jpath: Path, npath: Path, writers: list, force: bool) -> None:
+    """Both files of a pair written through fresh temp files in their folder (O_EXCL: never
+    through a planted link), fsynced, then put in place together: a full disk, a quota, a
+    read-only folder or a permission stops the export with one OutputError, the temp files
+    removed and nothing in place. An existing file is refused unless `force`."""
+    from registry.errors import os_error_text
+
+    temps: list[Path] = []
+    try:
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        for target, write in zip((npath, jpath), writers):
+            temps.append(_temp_beside(target))
+            fd = os.open(temps[-1], os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        placed: list[Path] = []
+        try:
+            for tmp, target in zip(temps, (npath, jpath)):
+                if force:
+                    os.replace(tmp, target)
+                else:
+                    os.link(tmp, target)  # atomic and never replaces: a pair that appeared meanwhile is kept
+                    placed.append(target)
+        except BaseException:
+            for p in placed:  # never half a pair
+                _unlink(p)
+            raise
+    except FileExistsError as e:
+        raise ConfigError(f"{e.filename2 or e.filename} exists; pass --force to overwrite it") from None
+    except OSError as e:
+        raise OutputError(f"cannot export to {jpath} and {npath.name}: {os_error_text(e)}; nothing was written") from None
+    finally:
+        for tmp in temps:
+            _unlink(tmp)
+
+
+def _temp_beside(target: Path) -> Path:
+    """A fresh, exclusively created temp file in the target's folder."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     for attempt in range(100):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{attempt}.part")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         try:
-            fd = os.open(tmp, flags, 0o644)
-            break
+            os.close(os.open(tmp, flags, 0o644))
+            return tmp
         except FileExistsError:
             continue
-    else:
-        raise ConfigError(f"cannot create a temporary file beside {target}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, target)
-        else:
-            os.link(tmp, target)  # atomic and never replaces: a pair that appeared meanwhile is kept
-            os.unlink(tmp)
-    except FileExistsError:
-        _unlink(tmp)
-        raise ConfigError(f"{target} exists; pass --force to overwrite it") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
+    raise ConfigError(f"cannot create a temporary file beside {target}")
 
 
 def _unlink(p: Path) -> None:
