@@ -452,6 +452,78 @@ def test_export_and_pull_into_a_full_or_read_only_folder(tmp_path, vdna, registr
     assert registry_state(registry_dir) == before
 
 
+# -- row 9: export names taken literally, never overwritten, never written through a planted link --------
+def test_export_stems_are_literal_and_never_overwritten(tmp_path, vdna, registry_dir):
+    Catalog(registry_dir).put("a", synthetic(70, kinds=("hist",)))
+    out = tmp_path / "out"
+    out.mkdir()
+    for stem in ("run.v1", "run.v2"):
+        r = vdna("export", "a", out / stem)
+        assert r.code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.v1.json", "run.v1.npz", "run.v2.json", "run.v2.npz"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = vdna("export", "a", out / "run.v1")
+    assert "run.v1" in one_line_error(r) and "exists; pass --force to overwrite it" in one_line_error(r)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (out / "p.json").symlink_to(victim)  # a link planted where the export will write
+    assert "exists; pass --force" in one_line_error(vdna("export", "a", out / "p"))
+    r = vdna("export", "a", out / "p", "--force")
+    assert r.code == 0, r.stderr
+    assert victim.read_text() == "keep" and not (out / "p.json").is_symlink()
+    assert json.loads((out / "p.json").read_text())["type"] == "histogram"
+
+
+def test_export_temp_files_are_unpredictable_and_exclusive(tmp_path, monkeypatch):
+    """A link planted at the temp name the export would draw first is neither followed nor removed."""
+    from vdnacli.interop import export_upstream
+
+    draws = iter([b"\0" * 4, b"\0" * 4, b"\1" * 4, b"\2" * 4, b"\3" * 4])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = out / f".x.npz.{os.getpid()}.00000000.part"
+    planted.symlink_to(victim)
+    export_upstream(synthetic(71, kinds=("hist",)), out / "x")
+    assert victim.read_text() == "keep" and planted.is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted([planted.name, "x.json", "x.npz"])
+
+
+# -- row 11: malformed upstream pairs: one error line, odd layer names refused ----------------------------
+def test_malformed_import_pairs_are_one_error_line(tmp_path, vdna, registry_dir):
+    import zipfile
+
+    from test_interop import upstream_arrays, upstream_meta, write_pair
+    from vdnacli.interop import export_upstream, import_upstream
+
+    no_npy = tmp_path / "no-npy.npz"
+    with zipfile.ZipFile(no_npy, "w") as z:
+        z.writestr("block1", b"\x93NUMPY")
+    cases = {
+        "member-without-npy": write_pair(tmp_path / "p1", upstream_meta(), raw_npz=no_npy.read_bytes()),
+        "non-numeric-bins": write_pair(tmp_path / "p2", upstream_meta(distribution={"hist_nb_bins": "many"}),
+                                       upstream_arrays()),
+        "nested-json": write_pair(tmp_path / "p3", "[" * 100_000 + "]" * 100_000, upstream_arrays()),
+        "traversing-layer": write_pair(tmp_path / "p4", upstream_meta(neurons_list={"../../x": 5, "block2": 3}),
+                                       {"../../x": np.ones((5, 4), np.int32), "block2": np.ones((3, 4), np.int32)}),
+    }
+    for name, stem in cases.items():
+        with pytest.raises(FormatError):
+            import_upstream(stem)
+        r = vdna("import", stem, "--name", "x")
+        assert "internal error" not in one_line_error(r), name
+    assert not registry_dir.exists() or Catalog(registry_dir).names() == []
+    dna = synthetic(72, kinds=("hist",))
+    dna.hist = {"../../x" if l == next(iter(dna.hist)) else l: h for l, h in dna.hist.items()}
+    dna.meta["layers"] = [["../../x" if i == 0 else l, n] for i, (l, n) in enumerate(dna.meta["layers"])]
+    with pytest.raises(FormatError, match="invalid layer name"):
+        export_upstream(dna, tmp_path / "out" / "y")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
 # -- rows 6 and 8: sane numbers, and verify always goes on -------------------------------------------------
 def test_absurd_numbers_are_refused_at_every_boundary(tmp_path, hub, vdna, registry_dir):
     cases = hostile_files.cases()

@@ -375,7 +375,8 @@ def _meta_from_upstream(meta: dict, layers: dict, kind: str, jname: str) -> dict
         pass
     dist = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
     m = new_meta(extractor=name, weights_sha256=None, ranges_sha256=None, layers=layers,
-                 bins=dist.get("hist_nb_bins") if kind == "hist" else None, preprocessing=pre, kinds=[kind],
+                 bins=_count(dist.get("hist_nb_bins"), "hist_nb_bins", jname, MAX_BINS + 1) if kind == "hist" else None,
+                 preprocessing=pre, kinds=[kind],
                  binning="vdna-0.1.1", extractor_revision=revision)
     m["origin"] = {"kind": "upstream-vdna", "vdna_version": str(meta.get("vdna_version"))[:40],
                    "time_of_compute": str(meta.get("time_of_compute"))[:60],
