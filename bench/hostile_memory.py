@@ -151,13 +151,16 @@ def hostile_image_folders(work: Path) -> dict[str, tuple[str, Path]]:
     good = sorted(next(iter(demo.values())).iterdir())[:2]
     out = {}
 
-    def folder(stem: str, name: str, data: bytes, what: str):
+    def folder(stem: str, name: str | None, data: bytes, what: str):
         d = work / "images" / stem
         d.mkdir(parents=True, exist_ok=True)
         for p in good:
             shutil.copy(p, d / p.name)
-        (d / name).write_bytes(data)
+        if name:
+            (d / name).write_bytes(data)
         out[stem] = (what, d)
+
+    folder("control-two-good-images", None, b"", "the two good images alone: what `vdna add` costs anyway")
 
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf) as w:

@@ -98,7 +98,9 @@ class _Worker:
                 os.kill(os.getpid(), sig)
 
 
-def _worker_main(job, w: int, workers: int, conn, ints, names, start) -> None:
+def _worker_main(job, w: int, workers: int, conn, ints, names, start, others=()) -> None:
+    for c in others:
+        c.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends its workers
     if "torch" in sys.modules:  # a forked worker of a process that loaded torch: one thread (as DataLoader)
         sys.modules["torch"].set_num_threads(1)
@@ -107,9 +109,13 @@ def _worker_main(job, w: int, workers: int, conn, ints, names, start) -> None:
     worker = _Worker(_Slot(ints, names, w))
     try:
         job.work(worker, w, workers, conn, start)
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        pass  # the parent is gone (killed): nothing to report to
     except BaseException as e:  # a bug, not an image: the parent raises it
         try:
             conn.send(("error", e))
+        except (OSError, EOFError):
+            pass
         except Exception:
             conn.send(("error", RuntimeError(f"{type(e).__name__}: {e}")))
     finally:
@@ -200,7 +206,11 @@ class _Pool:
     def start(self, w: int, start) -> None:
         self.slot(w).reset()
         mine, theirs = self.ctx.Pipe(duplex=True)
-        p = self.ctx.Process(target=_worker_main, args=(self.job, w, self.n, theirs, self.ints, self.names, start),
+        # a forked worker inherits this process's ends of its siblings' pipes: it closes them first, or a
+        # sibling would never see EOF (nor a broken pipe) when this process dies, and wait forever
+        others = [c for c in self.conns if c is not None] + [mine] if self.ctx.get_start_method() == "fork" else []
+        p = self.ctx.Process(target=_worker_main, args=(self.job, w, self.n, theirs, self.ints, self.names, start,
+                                                        others),
                              daemon=True, name=f"vdna-decode-{w}")
         p.start()
         theirs.close()
