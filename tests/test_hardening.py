@@ -202,6 +202,22 @@ def test_zero_bomb_is_refused_by_the_file_ratio(tmp_path):
         read_entry(path, verify=True, caps=entry_caps)
 
 
+def test_a_real_entry_of_few_images_with_shards_verifies(tmp_path, lite0, sample_dirs):
+    """A `vdna add` of 3 images keeps 8 shard DNAs of mostly zero counts: 18.65 M values in a ~1 MB
+    file, more than 128x its size. It is a real DNA, not a compression bomb: it must verify."""
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
+    from vdnacli.shards import DEFAULT_SHARDS
+    from vdnacli.sources import list_images
+
+    settings = ComputeSettings.for_extractor("efficientnet-lite0", shards=DEFAULT_SHARDS)
+    dna, _ = compute_dna(list_images(sample_dirs["faces-a"])[:3], lite0, settings, Run(batch_size=3))
+    cat = Catalog(tmp_path / "reg")
+    cat.put("few", dna)
+    size = (tmp_path / "reg" / "entries" / "few.h5").stat().st_size
+    assert check_entry(cat.registry, "few") == [], size  # was: "a compression bomb?" (1,007,352 bytes)
+
+
 def test_pulling_hostile_entry_files_changes_nothing(hub, tmp_path):
     files = {}
     for case, (_, build) in hostile_files.cases().items():
