@@ -193,6 +193,12 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     wanted = set(args.commands.split(","))
     cases = hostile_files.cases(small=False) if wanted & {"verify", "pull"} else {}
+    if cases:  # the worst an entry file may cost: just under the per-file floor (not refused by the ratio rule)
+        cases["zero-bomb-under-the-floor"] = (
+            "metadata of 2,048 neurons x 12,000 bins; uint8 zeros, gzip 9 (24.6 M values: 197 MB at 8 bytes, "
+            "just under the 192 MiB floor)",
+            lambda p, n: hostile_files.zero_bomb(p, n, hostile_files.dna_meta([["x", 2048]], bins=12_000),
+                                                 {"hist/x": (2048, 12_000)}))
     files = {}
     for case, (what, build) in cases.items():
         files[case] = work / "files" / f"{case}.h5"
