@@ -347,6 +347,19 @@ def test_mask_index_and_export_writes_on_every_errno(tmp_path, monkeypatch, code
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("code,text", WRITE_ERRNOS)
+def test_hf_cache_write_errors_are_one_line(tmp_path, code, text):
+    """The HF cache's write path under the four errnos (ENOSPC and EROFS also happen for real in
+    test_cli_writers_on_a_full_disk and test_export_and_pull_into_a_full_or_read_only_folder)."""
+    from vdnacli.hub.cache import HubContext
+    from vdnacli.hub.errors import HubError, hub_errors
+
+    ctx = HubContext("https://hub.invalid", tmp_path / "hf", False)
+    with pytest.raises(HubError, match=f"cannot write to the Hugging Face cache .*: {text}; free space there"):
+        with hub_errors(ctx, "me/x", "dataset", None):
+            raise OSError(code, os.strerror(code))
+
+
 def upstream_pair(tmp_path: Path, seed: int, stem: str = "up") -> Path:
     from vdnacli.interop import export_upstream
 
