@@ -121,7 +121,11 @@ def _library_warnings_quiet():
     read-only or full cache) are not printed beside vdna's one error line; VDNA_DEBUG=1 keeps them."""
     import logging
 
-    import huggingface_hub.utils.logging  # noqa: F401  (its first import sets the library's level: before ours)
+    try:
+        import huggingface_hub.utils.logging  # noqa: F401  (its first import sets the library's level: before ours)
+    except ImportError:  # the hub extra is missing: the command says so itself
+        yield
+        return
 
     from vdnacli.env import flag
 
