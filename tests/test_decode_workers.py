@@ -62,7 +62,7 @@ def test_a_dead_worker_costs_one_image_in_a_folder(folder, expected, lite0, monk
     dna, report = compute_dna(list_images(folder), lite0, settings,
                               Run(batch_size=3, workers=2, progress=lambda done, total: calls.append((done, total))))
     _check(dna, report, expected)
-    assert calls == [(3, 8), (6, 8), (8, 8)]  # every image counted as done, the dead ones too
+    assert calls == [(0, 8), (3, 8), (6, 8), (8, 8)]  # every image counted as done, the dead ones too
 
 
 def test_a_dead_worker_costs_one_image_in_a_stream(folder, expected, lite0, monkeypatch, tmp_path):
