@@ -35,6 +35,9 @@ Read-only rounds (--read-only-rounds N, root only: a read-only bind mount): ever
 every writer (`import merge mask create remove add`) exits 1 with one error line naming the
 read-only file system; not a byte of the registry changes, no folder or lock file appears.
 
+Decode-death rounds (--decode-death-rounds N): see decode_death_rounds (a decode worker dying
+on one image costs that image only; a killed vdna leaves no decode worker behind).
+
 Run:  python bench/fault_injection.py --kill-rounds 50 --concurrent-rounds 20
       python bench/fault_injection.py --kill-rounds 0 --concurrent-rounds 0 --disk-full-rounds 40 --read-only-rounds 5
 (about 4 + 8 minutes on 2 CPU cores; each `vdna add` loads EfficientNet-Lite0, ~2 s).
@@ -448,12 +451,86 @@ def read_only_rounds(work: Path, folders: list[Path], n: int, log) -> dict:
     return stats
 
 
+def _children(pid: int) -> list[int]:
+    p = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in p.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def decode_death_rounds(r: Runner, folders: list[Path], n: int, rng: np.random.Generator, log) -> dict:
+    """`vdna add --workers 2` whose decode worker dies (SIGKILL as the OOM killer sends it, or
+    SIGSEGV) on one random image (decode_pool's test hook: a real death), then the same add
+    SIGKILLed at a random moment. A round survives when the first exits 0 with exactly that
+    image failed, naming the signal, and an entry of the other images that verifies; and when,
+    killed 0-2 s after its decode workers started, no worker of the killed process is alive 5 s
+    later (none orphaned)."""
+    from vdnacli.decode_pool import TEST_DEATH_ENV
+
+    env = dict(r.env, VDNA_WORKERS="2")
+    stats = {"rounds": n, "survived": 0, "images_lost_besides_the_culprit": 0, "orphaned_workers": 0,
+             "failures": []}
+    for i in range(n):
+        folder = folders[int(rng.integers(len(folders)))]
+        images = sorted(p.name for p in folder.iterdir())
+        culprit = images[int(rng.integers(len(images)))]
+        sig = ("KILL", "SEGV")[i % 2]
+        problems = []
+        p = subprocess.run([sys.executable, "-m", "vdnacli", "add", f"d{i}", folder, "--json"], cwd=r.work,
+                           env={**env, TEST_DEATH_ENV: f"{sig}:{culprit}"}, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            problems.append(f"add exited {p.returncode}: {p.stderr.strip()[-200:]}")
+        else:
+            rep = json.loads(p.stdout)
+            failed = [(f["image"], f["reason"]) for f in rep["failed"]]
+            if [f[0] for f in failed] != [culprit] or f"SIG{sig}" not in failed[0][1]:
+                problems.append(f"failed list {failed}")
+            lost = len(images) - 1 - rep["num_images"]
+            stats["images_lost_besides_the_culprit"] += max(lost, 0)
+            if lost:
+                problems.append(f"{lost} other image(s) not counted")
+            bad = check_entry(Catalog(r.registry).registry, f"d{i}")
+            if bad:
+                problems.append(f"entry does not verify: {bad}")
+        proc = subprocess.Popen([sys.executable, "-m", "vdnacli", "add", f"k{i}", folder], cwd=r.work, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kids, start = [], time.time()
+        while not kids and proc.poll() is None and time.time() < start + 120:  # until its decode workers run
+            kids = _children(proc.pid)
+            time.sleep(0.1)
+        time.sleep(float(rng.uniform(0, 2)))
+        kids = sorted(set(kids) | set(_children(proc.pid)))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(5)
+        orphans = [k for k in kids if _alive(k)]
+        stats["orphaned_workers"] += len(orphans)
+        for k in orphans:
+            problems.append(f"decode worker {k} still alive after its parent was killed")
+            os.kill(k, signal.SIGKILL)
+        if problems:
+            stats["failures"].append({"round": i, "problems": problems})
+        else:
+            stats["survived"] += 1
+        log(f"decode death {i + 1:3d}/{n}: SIG{sig} on {culprit}, then a kill after {len(kids)} child(ren) seen "
+            f"{'OK' if not problems else 'FAIL ' + '; '.join(problems)}")
+    return stats
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kill-rounds", type=int, default=50)
     ap.add_argument("--concurrent-rounds", type=int, default=20)
     ap.add_argument("--disk-full-rounds", type=int, default=0)
     ap.add_argument("--read-only-rounds", type=int, default=0)
+    ap.add_argument("--decode-death-rounds", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", type=Path, default=None, help="Scratch folder (default: a new temporary one).")
     ap.add_argument("--json", type=Path, default=None, help="Also write the figures to this JSON file.")
@@ -464,7 +541,7 @@ def main(argv=None) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, flush=True))
     rng = np.random.default_rng(args.seed)
     folders = list(samples.write_demo_sets(work / "images", per_half=4).values())
-    results = {"kill": None, "concurrent": None, "disk_full": None, "read_only": None}
+    results = {"kill": None, "concurrent": None, "disk_full": None, "read_only": None, "decode_death": None}
     t0 = time.perf_counter()
     if args.kill_rounds:
         reg = work / "kill-registry"
@@ -478,8 +555,13 @@ def main(argv=None) -> int:
         results["disk_full"] = disk_full_rounds(work, folders, args.disk_full_rounds, rng, log)
     if args.read_only_rounds:
         results["read_only"] = read_only_rounds(work, folders, args.read_only_rounds, log)
+    if args.decode_death_rounds:
+        reg = work / "decode-death-registry"
+        shutil.rmtree(reg, ignore_errors=True)
+        results["decode_death"] = decode_death_rounds(Runner(work, reg), folders, args.decode_death_rounds, rng, log)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     k, c, f, ro = results["kill"], results["concurrent"], results["disk_full"], results["read_only"]
+    dd = results["decode_death"]
     print()
     if k:
         print(f"kill rounds:       {k['survived']}/{k['rounds']} survived with nothing lost "
@@ -498,10 +580,13 @@ def main(argv=None) -> int:
         print(f"read-only rounds:  {ro['survived']}/{ro['rounds']} survived (reads ok {ro['reads_ok']}/{ro['reads']}"
               f"{', failures ' + str(ro['read_failures']) if ro['read_failures'] else ''}; writes refused with one "
               f"error line {ro['writes_refused']}/{ro['writes']})")
+    if dd:
+        print(f"decode-death rounds: {dd['survived']}/{dd['rounds']} survived ({dd['images_lost_besides_the_culprit']} "
+              f"other images lost, {dd['orphaned_workers']} decode workers orphaned by a SIGKILL of vdna)")
     print(f"total {results['seconds']} s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    failed = any(x and x["survived"] != x["rounds"] for x in (k, c, f, ro))
+    failed = any(x and x["survived"] != x["rounds"] for x in (k, c, f, ro, dd))
     return 1 if failed else 0
 
 

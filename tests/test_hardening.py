@@ -202,6 +202,22 @@ def test_zero_bomb_is_refused_by_the_file_ratio(tmp_path):
         read_entry(path, verify=True, caps=entry_caps)
 
 
+def test_a_real_entry_of_few_images_with_shards_verifies(tmp_path, lite0, sample_dirs):
+    """A `vdna add` of 3 images keeps 8 shard DNAs of mostly zero counts: 18.65 M values in a ~1 MB
+    file, more than 128x its size. It is a real DNA, not a compression bomb: it must verify."""
+    from vdnacli.pipeline import Run, compute_dna
+    from vdnacli.settings import ComputeSettings
+    from vdnacli.shards import DEFAULT_SHARDS
+    from vdnacli.sources import list_images
+
+    settings = ComputeSettings.for_extractor("efficientnet-lite0", shards=DEFAULT_SHARDS)
+    dna, _ = compute_dna(list_images(sample_dirs["faces-a"])[:3], lite0, settings, Run(batch_size=3))
+    cat = Catalog(tmp_path / "reg")
+    cat.put("few", dna)
+    size = (tmp_path / "reg" / "entries" / "few.h5").stat().st_size
+    assert check_entry(cat.registry, "few") == [], size  # was: "a compression bomb?" (1,007,352 bytes)
+
+
 def test_pulling_hostile_entry_files_changes_nothing(hub, tmp_path):
     files = {}
     for case, (_, build) in hostile_files.cases().items():
@@ -287,6 +303,61 @@ def test_every_write_errno_is_one_error_and_nothing_committed(tmp_path, monkeypa
             reg.put("new", {}, {"a": np.arange(5000)})
         monkeypatch.setattr(os, "write", real_write)
         assert registry_state(reg.root) == before and reg.leftovers() == []
+
+
+WRITE_ERRNOS = [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded"),
+                (errno.EROFS, "read-only file system"), (errno.EACCES, "permission denied")]
+
+
+@pytest.mark.parametrize("code,text", WRITE_ERRNOS)
+def test_mask_index_and_export_writes_on_every_errno(tmp_path, monkeypatch, code, text):
+    """The other write paths under the same four errnos: a mask (one error, nothing stored, no
+    temp left), the nearest index (the query still answers, exactly; no temp left), an export
+    (one OutputError, neither file of the pair nor a temp file left)."""
+    from vdnacli.errors import OutputError
+    from vdnacli.interop import export_upstream
+    from vdnacli.masks import Mask
+
+    def failing(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    cat = Catalog(tmp_path / "reg")
+    for i in range(3):
+        cat.put(f"d{i}", synthetic(60 + i, kinds=("hist",)))
+    before = registry_state(cat.root)
+    layers = dict(cat.get("d0").layers)
+    mask = Mask("focus", cat.get("d0").meta["extractor"], None, layers, {l: np.ones(n) for l, n in layers.items()})
+    with monkeypatch.context() as m:
+        m.setattr(os, "write", failing)
+        with pytest.raises(RegistryError, match=f"cannot write entry 'm' in .*: {text}; nothing was stored"):
+            cat.put_mask("m", mask)
+    assert cat.masks.names() == [] and cat.masks.leftovers() == []
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", failing)  # publishing the first index segment
+        got, _ = Catalog(tmp_path / "reg").nearest("d0", top=2)
+    assert registry_state(cat.root) == before and cat.registry.leftovers() == []
+    assert got == Catalog(tmp_path / "reg").nearest("d0", top=2)[0]  # as answered with its index written
+
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", failing)
+        with pytest.raises(OutputError, match=f"cannot export to .*d0.json and d0.npz: {text}; nothing was written"):
+            export_upstream(cat.get("d0"), out / "d0")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("code,text", WRITE_ERRNOS)
+def test_hf_cache_write_errors_are_one_line(tmp_path, code, text):
+    """The HF cache's write path under the four errnos (ENOSPC and EROFS also happen for real in
+    test_cli_writers_on_a_full_disk and test_export_and_pull_into_a_full_or_read_only_folder)."""
+    from vdnacli.hub.cache import HubContext
+    from vdnacli.hub.errors import HubError, hub_errors
+
+    ctx = HubContext("https://hub.invalid", tmp_path / "hf", False)
+    with pytest.raises(HubError, match=f"cannot write to the Hugging Face cache .*: {text}; free space there"):
+        with hub_errors(ctx, "me/x", "dataset", None):
+            raise OSError(code, os.strerror(code))
 
 
 def upstream_pair(tmp_path: Path, seed: int, stem: str = "up") -> Path:
@@ -386,6 +457,100 @@ def test_read_only_registry_answers_nearest(vdna, registry_dir):
     with read_only(registry_dir):
         r = vdna("nearest", "d0", "--json")
         assert r.code == 0, r.stderr
+
+
+def test_export_and_pull_into_a_full_or_read_only_folder(tmp_path, vdna, registry_dir, hub):
+    """An export to a full disk or a read-only folder, a pull whose HF cache is read-only: one
+    error line, nothing half-written left there, the registry unchanged."""
+    published(hub, tmp_path, {"big": big_dna(12)}, repo="me/ro")
+    cat = Catalog(registry_dir)
+    cat.put("a", big_dna(13))
+    before = registry_state(registry_dir)
+    with tmpfs(tmp_path / "small", size="1m") as mnt:
+        r = vdna("export", "a", mnt / "a")
+        assert "no space left on device; nothing was written" in one_line_error(r)
+        assert list(mnt.iterdir()) == []
+    ro = tmp_path / "ro"
+    (ro / "hf").mkdir(parents=True)
+    with read_only(ro):
+        r = vdna("export", "a", ro / "a")
+        assert "read-only file system" in one_line_error(r)
+        r = vdna("pull", "me/ro", env={"HF_HOME": str(ro / "hf"), "HF_HUB_OFFLINE": "0"})
+        assert "read-only file system" in one_line_error(r)
+    assert sorted(p.name for p in ro.rglob("*")) == ["hf"]
+    assert registry_state(registry_dir) == before
+
+
+# -- row 9: export names taken literally, never overwritten, never written through a planted link --------
+def test_export_stems_are_literal_and_never_overwritten(tmp_path, vdna, registry_dir):
+    Catalog(registry_dir).put("a", synthetic(70, kinds=("hist",)))
+    out = tmp_path / "out"
+    out.mkdir()
+    for stem in ("run.v1", "run.v2"):
+        r = vdna("export", "a", out / stem)
+        assert r.code == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["run.v1.json", "run.v1.npz", "run.v2.json", "run.v2.npz"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = vdna("export", "a", out / "run.v1")
+    assert "run.v1" in one_line_error(r) and "exists; pass --force to overwrite it" in one_line_error(r)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (out / "p.json").symlink_to(victim)  # a link planted where the export will write
+    assert "exists; pass --force" in one_line_error(vdna("export", "a", out / "p"))
+    r = vdna("export", "a", out / "p", "--force")
+    assert r.code == 0, r.stderr
+    assert victim.read_text() == "keep" and not (out / "p.json").is_symlink()
+    assert json.loads((out / "p.json").read_text())["type"] == "histogram"
+
+
+def test_export_temp_files_are_unpredictable_and_exclusive(tmp_path, monkeypatch):
+    """A link planted at the temp name the export would draw first is neither followed nor removed."""
+    from vdnacli.interop import export_upstream
+
+    draws = iter([b"\0" * 4, b"\0" * 4, b"\1" * 4, b"\2" * 4, b"\3" * 4])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    out = tmp_path / "out"
+    out.mkdir()
+    planted = out / f".x.npz.{os.getpid()}.00000000.part"
+    planted.symlink_to(victim)
+    export_upstream(synthetic(71, kinds=("hist",)), out / "x")
+    assert victim.read_text() == "keep" and planted.is_symlink()
+    assert sorted(p.name for p in out.iterdir()) == sorted([planted.name, "x.json", "x.npz"])
+
+
+# -- row 11: malformed upstream pairs: one error line, odd layer names refused ----------------------------
+def test_malformed_import_pairs_are_one_error_line(tmp_path, vdna, registry_dir):
+    import zipfile
+
+    from test_interop import upstream_arrays, upstream_meta, write_pair
+    from vdnacli.interop import export_upstream, import_upstream
+
+    no_npy = tmp_path / "no-npy.npz"
+    with zipfile.ZipFile(no_npy, "w") as z:
+        z.writestr("block1", b"\x93NUMPY")
+    cases = {
+        "member-without-npy": write_pair(tmp_path / "p1", upstream_meta(), raw_npz=no_npy.read_bytes()),
+        "non-numeric-bins": write_pair(tmp_path / "p2", upstream_meta(distribution={"hist_nb_bins": "many"}),
+                                       upstream_arrays()),
+        "nested-json": write_pair(tmp_path / "p3", "[" * 100_000 + "]" * 100_000, upstream_arrays()),
+        "traversing-layer": write_pair(tmp_path / "p4", upstream_meta(neurons_list={"../../x": 5, "block2": 3}),
+                                       {"../../x": np.ones((5, 4), np.int32), "block2": np.ones((3, 4), np.int32)}),
+    }
+    for name, stem in cases.items():
+        with pytest.raises(FormatError):
+            import_upstream(stem)
+        r = vdna("import", stem, "--name", "x")
+        assert "internal error" not in one_line_error(r), name
+    assert not registry_dir.exists() or Catalog(registry_dir).names() == []
+    dna = synthetic(72, kinds=("hist",))
+    dna.hist = {"../../x" if l == next(iter(dna.hist)) else l: h for l, h in dna.hist.items()}
+    dna.meta["layers"] = [["../../x" if i == 0 else l, n] for i, (l, n) in enumerate(dna.meta["layers"])]
+    with pytest.raises(FormatError, match="invalid layer name"):
+        export_upstream(dna, tmp_path / "out" / "y")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 # -- rows 6 and 8: sane numbers, and verify always goes on -------------------------------------------------

@@ -363,3 +363,56 @@ def test_import_of_hostile_pairs_changes_nothing(vdna, seeded_registry, tmp_path
     assert not marker.exists()  # no pickle was ever executed
     assert _snapshot(seeded_registry.root) == before
     assert seeded_registry.names() == ["keep"]
+
+
+def _npz_with(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _npy(shape, dtype="<i8", fill: bytes | None = None) -> bytes:
+    """A .npy header declaring `shape`, followed by its zero bytes (so the header is consistent)."""
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    buf.write(fill if fill is not None else bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize))
+    return buf.getvalue()
+
+
+def test_import_checks_each_member_against_its_json_before_reading(tmp_path, monkeypatch):
+    """Issue 14: an .npz member whose header is consistent but far larger than the JSON's
+    neurons x bins (805 MB of zeros deflated to 0.8 MB cost 829 MB before the refusal) is refused
+    from its header; so is a pair whose shapes match its own JSON but whose values exceed 128 x
+    the file (a compression bomb). No array is read in either case."""
+    from numpy.lib import format as fmt
+
+    from vdnacli.errors import FormatError
+    from vdnacli.interop import import_upstream
+
+    def no_read(*a, **k):
+        raise AssertionError("an array was read before the refusal")
+
+    good = {f"{l}.npy": _npy((n, 4), "<i4", np.ones((n, 4), np.int32).tobytes()) for l, n in (("block1", 5), ("block2", 3))}
+    cases = {
+        "wider-than-json": (_upstream_meta(), {**good, "block1.npy": _npy((5, 1 << 15))},
+                            r"block1.npy declares \[5, 32768\] int64; the pair's JSON makes it \[5, 4\] of integers"),
+        "floats-for-counts": (_upstream_meta(), {**good, "block1.npy": _npy((5, 4), "<f8")}, r"\[5, 4\] of integers"),
+        "bomb-matching-json": (_upstream_meta(neurons_list={"block1": 4096, "block2": 3},
+                                              distribution={"hist_nb_bins": 4200}),
+                               {"block1.npy": _npy((4096, 4200), "|i1"), "block2.npy": _npy((3, 4200), "|i1")},
+                               r"declare 17,215,800 values for a file of [0-9,]+ bytes \(a compression bomb\?\)"),
+    }
+    for name, (meta, members, message) in cases.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(meta))
+        (tmp_path / f"{name}.npz").write_bytes(_npz_with(members))
+        with monkeypatch.context() as m:
+            m.setattr(fmt, "read_array", no_read)
+            with pytest.raises(FormatError, match=message):
+                import_upstream(tmp_path / name)
+    # a member the JSON does not name is never opened, whatever its header declares
+    (tmp_path / "extra.json").write_text(json.dumps(_upstream_meta()))
+    (tmp_path / "extra.npz").write_bytes(_npz_with({**good, "junk.npy": _npy((10**6, 10**6), fill=b"")}))
+    dna = import_upstream(tmp_path / "extra")
+    assert dna.hist["block1"].tolist() == [[1] * 4] * 5

@@ -151,3 +151,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, reg.CorruptEntryError):
         return INTEGRITY, "integrity"
     return 1, "error"
+
+
+class OutputError(VdnaError):
+    """A file vdna was asked to write outside the registry (an export) that the disk refused."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from vdnacli import __version__
 from vdnacli.dna import DNA, Gaussian, LayerGaussian, new_meta, ranges_record
-from vdnacli.errors import ConfigError, FormatError, SourceNotFoundError
+from vdnacli.errors import ConfigError, FormatError, OutputError, SourceError, SourceNotFoundError
 from vdnacli.extractors.identity import UPSTREAM_NAMES as UPSTREAM_EXTRACTORS  # re-export: vdna 0.1.1 name -> ours
 
 MAX_ARRAY_BYTES = 2 << 30  # refuse arrays that would not fit a sane DNA
@@ -94,9 +94,8 @@ def export_upstream(dna: DNA, path: Path, kind: str | None = None, force: bool =
         "neurons_list": layers,
         "vdnacli": ours,
     }
-    jpath.parent.mkdir(parents=True, exist_ok=True)
-    _write_exclusive(npath, lambda f: np.savez_compressed(f, **arrays), force)
-    _write_exclusive(jpath, lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode()), force)
+    _write_pair_files(jpath, npath, [lambda f: np.savez_compressed(f, **arrays),
+                                     lambda f: f.write((json.dumps(meta, indent=2) + "\n").encode())], force)
     return jpath, npath
 
 
@@ -118,35 +117,55 @@ def _export_arrays(dna: DNA, kind: str, layers: dict) -> tuple[dict, dict]:
     return arrays, {}
 
 
-def _write_exclusive(target: Path, write, force: bool) -> None:
-    """Write through a fresh temp file in the target's folder (O_EXCL: never through a planted
-    link), then rename it into place; refuse an existing target unless `force`."""
+def _write_pair_files(jpath: Path, npath: Path, writers: list, force: bool) -> None:
+    """Both files of a pair written through fresh temp files in their folder (O_EXCL: never
+    through a planted link), fsynced, then put in place together: a full disk, a quota, a
+    read-only folder or a permission stops the export with one OutputError, the temp files
+    removed and nothing in place. An existing file is refused unless `force`."""
+    from registry.errors import os_error_text
+
+    temps: list[Path] = []
+    try:
+        jpath.parent.mkdir(parents=True, exist_ok=True)
+        for target, write in zip((npath, jpath), writers):
+            temps.append(_temp_beside(target))
+            fd = os.open(temps[-1], os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        placed: list[Path] = []
+        try:
+            for tmp, target in zip(temps, (npath, jpath)):
+                if force:
+                    os.replace(tmp, target)
+                else:
+                    os.link(tmp, target)  # atomic and never replaces: a pair that appeared meanwhile is kept
+                    placed.append(target)
+        except BaseException:
+            for p in placed:  # never half a pair
+                _unlink(p)
+            raise
+    except FileExistsError as e:
+        raise ConfigError(f"{e.filename2 or e.filename} exists; pass --force to overwrite it") from None
+    except OSError as e:
+        raise OutputError(f"cannot export to {jpath} and {npath.name}: {os_error_text(e)}; nothing was written") from None
+    finally:
+        for tmp in temps:
+            _unlink(tmp)
+
+
+def _temp_beside(target: Path) -> Path:
+    """A fresh, exclusively created temp file in the target's folder."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     for attempt in range(100):
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{attempt}.part")
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part")
         try:
-            fd = os.open(tmp, flags, 0o644)
-            break
+            os.close(os.open(tmp, flags, 0o644))
+            return tmp
         except FileExistsError:
             continue
-    else:
-        raise ConfigError(f"cannot create a temporary file beside {target}")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, target)
-        else:
-            os.link(tmp, target)  # atomic and never replaces: a pair that appeared meanwhile is kept
-            os.unlink(tmp)
-    except FileExistsError:
-        _unlink(tmp)
-        raise ConfigError(f"{target} exists; pass --force to overwrite it") from None
-    except BaseException:
-        _unlink(tmp)
-        raise
+    raise ConfigError(f"cannot create a temporary file beside {target}")
 
 
 def _unlink(p: Path) -> None:
@@ -157,10 +176,21 @@ def _unlink(p: Path) -> None:
 
 
 # -- reading -------------------------------------------------------------------------------------
-def _npy_members(path: Path) -> dict[str, tuple[zipfile.ZipInfo, tuple, np.dtype]]:
+# Values are widened to 8 bytes (int64 counts, float64 sums) once read: a pair may declare at most
+# max(_FILE_FLOOR, _FILE_RATIO x its .npz size) of them, counted at 8 bytes each, as an entry file
+# may (registry/layout.py): a compression bomb whose shapes match its own JSON is refused too.
+_FILE_FLOOR = 128 << 20
+_FILE_RATIO = 128
+
+Expected = dict  # member name without .npy -> (shape, dtype kinds "iu" / "f" / "iuf")
+
+
+def _npy_members(path: Path, expected: Expected | None = None) -> dict[str, tuple[zipfile.ZipInfo, tuple, np.dtype]]:
     """{member name without .npy: (zip info, shape, dtype)} from the headers alone. Object
     members are left out (vdna 0.1.1 writes one per layer); a member whose header declares
-    more bytes than it holds is refused (np.load would allocate the declared shape first)."""
+    more bytes than it holds is refused (np.load would allocate the declared shape first).
+    With `expected` (what the pair's JSON promises), only those members are kept and each must
+    declare exactly its shape and a dtype of its kind; the total is capped by the file's size."""
     from numpy.lib import format as npy
 
     out = {}
@@ -171,29 +201,45 @@ def _npy_members(path: Path) -> dict[str, tuple[zipfile.ZipInfo, tuple, np.dtype
         for info in infos:
             if not info.filename.endswith(".npy"):
                 raise FormatError(f"{path.name}: member {info.filename[:60]!r} is not a .npy array")
+            key = info.filename[: -len(".npy")]
+            if expected is not None and key not in expected:
+                continue  # not part of this DNA (vdna 0.1.1's per-layer object members): never read
             with z.open(info) as f:
                 version = npy.read_magic(f)
                 readers = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}
                 if version not in readers:
                     raise FormatError(f"{path.name}: {info.filename} uses .npy format {version}")
                 shape, _, dtype = readers[version](f)  # a literal dict: nothing is unpickled
-            key = info.filename[: -len(".npy")]
             if dtype.hasobject:
                 continue
             declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
             if declared > min(MAX_ARRAY_BYTES, info.file_size):
                 raise FormatError(f"{path.name}: {info.filename} declares {list(shape)} {dtype} "
                                   f"({declared >> 20} MiB) but holds {info.file_size >> 20} MiB")
+            if expected is not None:
+                want, kinds = expected[key]
+                if tuple(shape) != tuple(want) or dtype.kind not in kinds:
+                    raise FormatError(f"{path.name}: {info.filename} declares {list(shape)} {dtype}; the pair's "
+                                      f"JSON makes it {list(want)} of {_KIND_WORDS[kinds]}")
             out[key] = (info, tuple(shape), dtype)
+    widened = 8 * sum(int(np.prod(shape, dtype=np.float64)) for _, shape, _ in out.values())
+    size = path.stat().st_size
+    if widened > max(_FILE_FLOOR, _FILE_RATIO * size):
+        raise FormatError(f"{path.name}: its arrays declare {widened // 8:,} values for a file of {size:,} bytes "
+                          "(a compression bomb?)")
     return out
 
 
-def _load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every numeric member of an .npz, read one by one with allow_pickle=False."""
+_KIND_WORDS = {"iu": "integers", "f": "floats", "iuf": "numbers"}
+
+
+def _load_npz(path: Path, expected: Expected | None = None) -> dict[str, np.ndarray]:
+    """Every numeric member of an .npz (with `expected`: those it names, checked from their
+    headers first), read one by one with allow_pickle=False."""
     from numpy.lib import format as npy
 
     try:
-        members = _npy_members(path)
+        members = _npy_members(path, expected)
         arrays = {}
         with zipfile.ZipFile(path) as z:
             for key, (info, _, _) in members.items():
@@ -208,8 +254,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise FormatError(f"{path.name}: not a plain NumPy .npz archive ({str(e).splitlines()[0][:120]})") from None
 
 
-def read_pair(path: Path) -> tuple[dict, dict[str, np.ndarray], Path, Path]:
-    """(metadata, arrays, json path, npz path) of a pair, each part checked for plain form."""
+def read_meta(path: Path) -> tuple[dict, Path, Path]:
+    """(metadata, json path, npz path) of a pair: the JSON, checked for plain form."""
     jpath, npath = pair_paths(path)
     for p in (jpath, npath):
         if not p.is_file():
@@ -222,7 +268,28 @@ def read_pair(path: Path) -> tuple[dict, dict[str, np.ndarray], Path, Path]:
         raise FormatError(f"{jpath.name} is not valid JSON ({str(e)[:120]})") from None
     if not isinstance(meta, dict):
         raise FormatError(f"{jpath.name} must hold a JSON object")
-    return meta, _load_npz(npath), jpath, npath
+    return meta, jpath, npath
+
+
+def read_pair(path: Path, expected: Expected | None = None) -> tuple[dict, dict[str, np.ndarray], Path, Path]:
+    """(metadata, arrays, json path, npz path) of a pair, each part checked for plain form."""
+    meta, jpath, npath = read_meta(path)
+    return meta, _load_npz(npath, expected), jpath, npath
+
+
+def _expected(kind: str, layers: dict[str, int], bins: int | None) -> Expected:
+    """The members a DNA of `kind` over `layers` holds, with their shapes: what the JSON promises."""
+    out = {}
+    for l, n in layers.items():
+        if kind == "hist":
+            out[l] = ((n, bins), "iu")
+        elif kind == "gauss":
+            out["mu-" + l], out["var-" + l] = ((n,), "f"), ((n,), "f")
+        elif kind == "layer-gauss":
+            out["mu-" + l], out["sigma-" + l] = ((n,), "f"), ((n, n), "f")
+        else:  # activation ranges
+            out["min-" + l], out["max-" + l] = ((n,), "iuf"), ((n,), "iuf")
+    return out
 
 
 def _layers_of(meta: dict, jname: str) -> dict[str, int]:
@@ -249,8 +316,9 @@ def _count(value, what: str, jname: str, top: int) -> int:
 
 
 def import_upstream(path: Path) -> DNA:
-    """Read a DNA pair written by vdna 0.1.1 (or by export_upstream)."""
-    meta, arrays, jpath, npath = read_pair(path)
+    """Read a DNA pair written by vdna 0.1.1 (or by export_upstream). The JSON is read and
+    checked first; every array's declared shape is checked against it before any is read."""
+    meta, jpath, npath = read_meta(path)
     kind_name = meta.get("type")
     if kind_name == "activation-ranges":
         raise FormatError(f"{jpath.name} holds activation ranges, not a DNA: use 'vdna ranges import {jpath}'")
@@ -276,9 +344,11 @@ def import_upstream(path: Path) -> DNA:
         if bins < 2:
             raise FormatError(f"{jpath.name}: hist_nb_bins must be at least 2")
         m["bins"] = bins
+        arrays = _load_npz(npath, _expected(kind, layers, bins))
         dna = DNA(meta=m, hist=_hist(arrays, layers, bins, npath.name))
         dna.ranges = _kept_ranges(kept_ranges, m, layers, jpath.name)
         return dna
+    arrays = _load_npz(npath, _expected(kind, layers, None))
     if kind == "gauss":
         return DNA(meta=m, gauss=_gauss(arrays, layers, num_images, npath.name))
     return DNA(meta=m, layer_gauss=_layer_gauss(arrays, layers, num_images, npath.name))
@@ -305,7 +375,8 @@ def _meta_from_upstream(meta: dict, layers: dict, kind: str, jname: str) -> dict
         pass
     dist = meta.get("distribution") if isinstance(meta.get("distribution"), dict) else {}
     m = new_meta(extractor=name, weights_sha256=None, ranges_sha256=None, layers=layers,
-                 bins=dist.get("hist_nb_bins") if kind == "hist" else None, preprocessing=pre, kinds=[kind],
+                 bins=_count(dist.get("hist_nb_bins"), "hist_nb_bins", jname, MAX_BINS + 1) if kind == "hist" else None,
+                 preprocessing=pre, kinds=[kind],
                  binning="vdna-0.1.1", extractor_revision=revision)
     m["origin"] = {"kind": "upstream-vdna", "vdna_version": str(meta.get("vdna_version"))[:40],
                    "time_of_compute": str(meta.get("time_of_compute"))[:60],
@@ -377,10 +448,11 @@ def import_ranges_pair(path: Path, extractor: str):
     ActivationRanges, with vdna 0.1.1's margin rule (min and max x 1.2)."""
     from vdnacli.ranges import ActivationRanges, _validate
 
-    meta, arrays, jpath, npath = read_pair(path)
+    meta, jpath, npath = read_meta(path)
     if meta.get("type") != "activation-ranges":
         raise FormatError(f"{jpath.name} is not an activation-ranges file (type {str(meta.get('type'))[:30]!r})")
     layers = _layers_of(meta, jpath.name)
+    arrays = _load_npz(npath, _expected("ranges", layers, None))
     mins, maxs = {}, {}
     for l, n in layers.items():
         mn, mx = arrays.get("min-" + l), arrays.get("max-" + l)
@@ -393,5 +465,5 @@ def import_ranges_pair(path: Path, extractor: str):
     return r
 
 
-__all__ = ["export_upstream", "import_upstream", "import_ranges_pair", "pair_paths", "read_pair", "ranges_record",
+__all__ = ["export_upstream", "import_upstream", "import_ranges_pair", "pair_paths", "read_meta", "read_pair", "ranges_record",
            "check_layer_name", "UPSTREAM_EXTRACTORS"]

@@ -2,6 +2,7 @@
 but a 16-byte content hash, needed to append without double counting)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -230,6 +231,45 @@ def _collate(items):
     return items
 
 
+def _failed_item(name: str, reason: str):
+    return name, None, None, reason
+
+
+def _prepared_batches(source: Source, recipe: ImageRecipe, decoder: str, batch_size: int, workers: int) -> Iterator[list]:
+    """Lists of (name, array or encoded JPEG, digest, error), batch after batch: in this process
+    (workers=0), else in decode worker processes (vdnacli.decode_pool), where a worker that dies
+    costs only the image it was preparing."""
+    from functools import partial
+
+    from vdnacli import decode_pool
+
+    prepare = partial(_prepare_item, recipe=recipe, decoder=decoder)
+    if source.streamed:
+        if not workers:
+            batch = []
+            for item in source.iter_items(0, 1):
+                batch.append(prepare(item))
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+            return
+        yield from decode_pool.stream_batches(decode_pool.StreamJob(source, prepare, batch_size), workers,
+                                              _failed_item)
+        return
+    refs = source.refs
+    fetch_threads = max(1, source.concurrency // max(workers, 1))
+    if not workers:
+        ds = _ImageDataset(refs, recipe, decoder, fetch_threads=fetch_threads)
+        for a in range(0, len(refs), batch_size):
+            yield ds.__getitems__(list(range(a, min(a + batch_size, len(refs)))))
+        return
+    job = decode_pool.RefsJob(_read, prepare, refs, fetch_threads)
+    yield from decode_pool.refs_batches(job, len(refs), batch_size, workers,
+                                        lambda i, why: _failed_item(refs[i].name, why))
+
+
 class _closing_handles:
     """Close the archives the main process opened (workers=0) when a run ends."""
 
@@ -264,28 +304,15 @@ def iter_batches(
         decode_torch.check_available(extractor.device)
     source = as_source(refs)
     workers = 0 if source.in_process else run.workers  # a one-shot Python iterable stays in this process
-    if source.streamed:
-        ds = _stream_dataset(source, recipe, settings.decoder)
-    else:
-        ds = _ImageDataset(source.refs, recipe, settings.decoder,
-                           fetch_threads=max(1, source.concurrency // max(workers, 1)))
     total = source.total
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=run.batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=False,  # CUDA batches are staged through _Stager's pinned buffers; nvjpeg reads host bytes itself
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
+    loader = _prepared_batches(source, recipe, settings.decoder, run.batch_size, workers)
     report = report if report is not None else ComputeReport()
     stager = _Stager(extractor.device)
     skip = run.skip
     done = 0
     if run.progress:  # the network is loaded and the images listed: counting starts now
         run.progress(0, total)
-    with torch.inference_mode(), _closing_handles():
+    with torch.inference_mode(), _closing_handles(), contextlib.closing(loader):
         for items in loader:
             if on_device:
                 items = _decode_on_device(items, skip, extractor.device, recipe)

@@ -116,11 +116,36 @@ def _write_error(e: OSError, cache_dir) -> HubError:
 
 
 @contextmanager
+def _library_warnings_quiet():
+    """huggingface_hub's own warnings ("Ignored error while writing tree cache file ..." on a
+    read-only or full cache) are not printed beside vdna's one error line; VDNA_DEBUG=1 keeps them."""
+    import logging
+
+    try:
+        import huggingface_hub.utils.logging  # noqa: F401  (its first import sets the library's level: before ours)
+    except ImportError:  # the hub extra is missing: the command says so itself
+        yield
+        return
+
+    from vdnacli.env import flag
+
+    log = logging.getLogger("huggingface_hub")
+    level = log.level
+    if not flag("VDNA_DEBUG"):
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+@contextmanager
 def hub_errors(ctx, repo_id: str, repo_type: str, revision: str | None, pushing: bool = False):
     """Translate huggingface_hub's exceptions (and unsafe answers) into one-line errors."""
     url = ctx.repo_url(repo_id, repo_type)
     try:
-        yield
+        with _library_warnings_quiet():
+            yield
     except (VdnaError, RegistryError, KeyboardInterrupt):
         raise
     except hf.GatedRepoError:

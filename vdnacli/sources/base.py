@@ -3,7 +3,7 @@ streamed units, with the options that shape them.
 
 Two shapes, one contract:
   * refs: a list of `Ref`, each read on its own (files, zip members, URLs, table cells
-    that name a file): random access, so a DataLoader indexes them and `--limit` picks a
+    that name a file): random access, so decode workers take them by index and `--limit` picks a
     seeded subset of the list.
   * units: a list of `Unit` streamed in order (tar shards, parquet row groups, videos,
     Python iterables): each yields its image items and is read front to back, once. Units
