@@ -156,7 +156,7 @@ def test_listing_with_a_traversing_name_is_one_error_line(hub, tmp_path, vdna, r
     with pytest.raises(H.HubIntegrityError, match="unsafe name.*repo file path"):
         H.pull(Catalog(tmp_path / "reg"), "me/dnas")
     r = vdna("pull", "me/dnas", env={"HF_HUB_OFFLINE": "0"})
-    assert "unsafe name" in one_line_error(r) and not registry_dir.exists()
+    assert "unsafe name" in one_line_error(r, 5) and not registry_dir.exists()  # integrity (docs/cli.md)
 
 
 def test_revisions_and_repo_ids_are_checked_before_any_request(hub, tmp_path):
@@ -543,7 +543,7 @@ def test_malformed_import_pairs_are_one_error_line(tmp_path, vdna, registry_dir)
         with pytest.raises(FormatError):
             import_upstream(stem)
         r = vdna("import", stem, "--name", "x")
-        assert "internal error" not in one_line_error(r), name
+        assert "internal error" not in one_line_error(r, 5), name
     assert not registry_dir.exists() or Catalog(registry_dir).names() == []
     dna = synthetic(72, kinds=("hist",))
     dna.hist = {"../../x" if l == next(iter(dna.hist)) else l: h for l, h in dna.hist.items()}
@@ -574,7 +574,7 @@ def test_absurd_numbers_are_refused_at_every_boundary(tmp_path, hub, vdna, regis
         cat.get("num-images-10e400")
     # merge, put, pull: refused
     r = vdna("merge", "m", "good", "num-images-10e400")
-    one_line_error(r)
+    one_line_error(r, 5)
     d = synthetic(51, kinds=("hist",))
     d.meta["num_images"] = 10**400
     with pytest.raises(FormatError, match="2\\^53"):
@@ -596,7 +596,7 @@ def test_import_refuses_absurd_image_counts(tmp_path, vdna, registry_dir):
     meta["num_images"] = 10**400
     pair.with_suffix(".json").write_text(json.dumps(meta))
     r = vdna("import", pair, "--name", "huge")
-    one_line_error(r)
+    one_line_error(r, 5)
     assert not (registry_dir / "entries" / "huge.h5").exists()
 
 
@@ -638,7 +638,7 @@ def test_read_commands_refuse_a_missing_registry(tmp_path, vdna, registry_dir):
                  ["verify"], ["export", "a", tmp_path / "x"], ["mask", "list"], ["merge", "c", "a", "b"],
                  ["remove", "a"]):
         r = vdna(*args, "--registry", typo)
-        assert f"no registry at {typo}" in one_line_error(r), args
+        assert f"no registry at {typo}" in one_line_error(r, 3), args  # not found
         assert not typo.exists(), args
     r = vdna("import", upstream_pair(tmp_path, 70), "--registry", typo)  # a write creates it
     assert r.code == 0 and typo.is_dir(), r.stderr
